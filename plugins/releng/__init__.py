@@ -1,0 +1,1 @@
+"""Release engineering pipeline for Enterprise Linux on Apache Airflow."""

@@ -1,0 +1,1 @@
+"""Pure domain logic: profiles, layout, formats, argv builders. No Airflow imports."""

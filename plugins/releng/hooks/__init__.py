@@ -1,0 +1,1 @@
+"""Hooks that own connections to the build system, S3 and Kubernetes."""

@@ -1,0 +1,1 @@
+"""Thin Airflow operators that call releng.core and the hooks."""
