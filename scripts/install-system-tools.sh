@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install the command-line tools the pipeline calls, on Debian/Ubuntu (apt) or
+# Enterprise Linux/Fedora (dnf). Idempotent: does nothing when every tool is present.
+# Usage: scripts/install-system-tools.sh [--with-test-extras]
+#   --with-test-extras  also install qemu (boot smoke test) and docker-compose (compose file check)
+set -euo pipefail
+
+extras=0
+[[ "${1:-}" == "--with-test-extras" ]] && extras=1
+
+# command -> why we need it; checked before and after installing
+required=(rpm rpmbuild rpmsign createrepo_c modifyrepo_c dnf xorriso implantisomd5 checkisomd5
+          mksquashfs unsquashfs mkfs.vfat mcopy mmd rsync gpg isoinfo cpio git)
+extra_cmds=(qemu-system-x86_64 docker-compose)
+
+missing() {
+  local out=() c
+  for c in "$@"; do command -v "$c" >/dev/null 2>&1 || out+=("$c"); done
+  # dnf reposync/repoclosure come from dnf-plugins-core, not from dnf itself
+  if command -v dnf >/dev/null 2>&1 && ! dnf reposync --help >/dev/null 2>&1; then out+=("dnf-plugins-core"); fi
+  echo "${out[@]:-}"
+}
+
+want=("${required[@]}")
+(( extras )) && want+=("${extra_cmds[@]}")
+todo=$(missing "${want[@]}")
+[[ "$extras" == 1 && ! -e /usr/share/OVMF/OVMF_CODE_4M.fd && -e /etc/debian_version ]] && todo="$todo ovmf"
+if [[ -z "${todo// /}" ]]; then
+  echo "system tools: all present"
+  exit 0
+fi
+echo "system tools: installing for: $todo"
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "error: not root and sudo is missing; run this script as root" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+
+if command -v apt-get >/dev/null 2>&1; then
+  pkgs=(rpm rpm2cpio cpio createrepo-c dnf dnf-plugins-core xorriso isolinux syslinux-common
+        syslinux-utils mtools dosfstools genisoimage isomd5sum squashfs-tools rsync gnupg git
+        ca-certificates)
+  (( extras )) && pkgs+=(qemu-system-x86 ovmf docker-compose)
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+elif command -v dnf >/dev/null 2>&1; then
+  pkgs=(rpm-build rpm-sign createrepo_c dnf-plugins-core xorriso syslinux mtools dosfstools
+        genisoimage isomd5sum squashfs-tools rsync gnupg2 git cpio)
+  (( extras )) && pkgs+=(qemu-system-x86 edk2-ovmf)
+  "${SUDO[@]}" dnf install -y "${pkgs[@]}"
+  # docker-compose is not packaged on EL; the compose-file test falls back to a schema check.
+else
+  echo "error: neither apt-get nor dnf found; install these by hand: $todo" >&2
+  exit 1
+fi
+
+still=$(missing "${required[@]}")
+if [[ -n "${still// /}" ]]; then
+  echo "error: still missing after install: $still" >&2
+  exit 1
+fi
+echo "system tools: ok"
