@@ -144,7 +144,8 @@ def test_revision_format_and_fullname(tmp_path):
 def test_fullname_must_follow_revision(tmp_path):
     data = _el9()
     data["fullname"] = "Rocky Linux 9.6"
-    assert _problems(tmp_path, data)["fullname"] == "'Rocky Linux 9.6' does not match distname and revision 'Rocky Linux 9.7'"
+    expected = "'Rocky Linux 9.6' does not match distname and revision 'Rocky Linux 9.7'"
+    assert _problems(tmp_path, data)["fullname"] == expected
 
 
 def test_unknown_keys_are_reported(tmp_path):

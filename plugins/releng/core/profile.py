@@ -179,7 +179,7 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError([Problem(str(path), "", f"cannot read: {exc}")]) from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -348,7 +348,9 @@ def load_profile(path: str | Path) -> ReleaseProfile:
     def repo_ref(key: str, repo_id: str) -> bool:
         if repo_id in by_id:
             return True
-        hint = f"; {repo_id!r} is the directory name of repo {renamed[repo_id]!r}, use the repo id" if repo_id in renamed else ""
+        hint = ""
+        if repo_id in renamed:
+            hint = f"; {repo_id!r} is the directory name of repo {renamed[repo_id]!r}, use the repo id"
         c.problem(key, f"{repo_id!r} is not a repo in `repos` ({', '.join(by_id) or 'none'}){hint}")
         return False
 
@@ -356,7 +358,7 @@ def load_profile(path: str | Path) -> ReleaseProfile:
     closure = c.mapping(c.get(top, "", "repoclosure", dict), "repoclosure") if "repoclosure" in top else {}
     if "repoclosure" not in top:
         c.problem("repoclosure", "missing required key (mapping of repo id to the repos that may satisfy it)")
-    for repo_id, deps in closure.items():
+    for repo_id in closure:
         key = f"repoclosure.{repo_id}"
         ok = repo_ref(key, str(repo_id))
         dep_list = c.str_list(closure, "repoclosure", str(repo_id), repo_ref, non_empty=False)
@@ -469,7 +471,8 @@ def _check_cloud(c: _Checker, top: dict, arches: tuple[str, ...]) -> dict[str, C
         variants = c.str_list(entry, key, "variants", default=[], non_empty=False) or ()
         primary = c.text(entry, key, "primary_variant", default=None)
         if primary and primary not in variants:
-            c.problem(f"{key}.primary_variant", f"{primary!r} is not one of the variants ({', '.join(variants) or 'none'})")
+            known = ", ".join(variants) or "none"
+            c.problem(f"{key}.primary_variant", f"{primary!r} is not one of the variants ({known})")
 
         def profile_arch(ikey: str, arch: str) -> bool:
             if arch not in arches:
