@@ -1,0 +1,423 @@
+"""The local stack: fixture build system, SeaweedFS S3 and Airflow on 127.0.0.1.
+
+    python -m dev.stack start   # build fixtures, start every service in the background, print the settings
+    python -m dev.stack status  # what runs where
+    python -m dev.stack stop    # stop every service
+    python -m dev.stack env     # `export` lines for the stack's settings (eval "$(python -m dev.stack env)")
+
+State lives in ``.stack/`` of the checkout (or ``--dir``): fixtures, S3 data,
+AIRFLOW_HOME, logs, and ``stack.json`` with pids, ports and credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from releng.core import s3keys
+from releng.core.profile import ReleaseProfile, load_profile, profile_paths
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+BUCKET = "resf-empanadas"
+S3_CONN_ID = "releng_s3"
+S3_ACCESS_KEY = "releng-local"
+USERS = {"admin": "admin", "approver": "user"}  # user -> SimpleAuthManager role
+FIXTURE_IMAGE_DATE = "20250101"
+FIXTURE_EPOCHS = (1735689600, 1735776000)  # two uploads per image, so "newest" has a choice
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_or_free(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None = None,
+               log: Path | None = None) -> None:
+    """Poll ``check`` until it is true; a process that dies or never gets ready is killed and reported."""
+    try:
+        _poll(check, what, timeout, proc, log)
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            Service(what, proc.pid, "", str(log)).stop(timeout=5)
+        raise
+
+
+def _poll(check: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen | None,
+          log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready; log {log}:\n{tail}")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} was not ready after {timeout:.0f} s; see {log}")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local service URL
+        return resp.status < 400
+
+
+@dataclass
+class Service:
+    name: str
+    pid: int
+    url: str
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the service's process group, SIGKILL what is left after ``timeout``."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    if os.waitpid(self.pid, os.WNOHANG)[0]:
+                        return
+                except ChildProcessError:
+                    if not self.alive():
+                        return
+                time.sleep(0.2)
+
+
+def spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
+
+
+# --- services ------------------------------------------------------------------------------
+
+
+def start_buildsystem(root: Path, port: int, log: Path) -> tuple[Service, subprocess.Popen]:
+    proc = spawn("buildsystem", [sys.executable, "-m", "dev.buildsystem", "serve", str(root), "--port", str(port)],
+                 log, env={**os.environ, "PYTHONPATH": str(CHECKOUT)}, cwd=CHECKOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/v1/projects/"), "fixture build system", 20, proc, log)
+    return Service("buildsystem", proc.pid, url, str(log)), proc
+
+
+def start_s3(datadir: Path, port: int, log: Path) -> tuple[Service, subprocess.Popen]:
+    """SeaweedFS ``weed mini`` with every port pinned to 127.0.0.1 (its defaults collide between instances)."""
+    datadir.mkdir(parents=True, exist_ok=True)
+    ports = iter(free_port() for _ in range(16))
+    argv = [str(VENV_BIN / "weed"), "mini", f"-dir={datadir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={port}", "-admin.ui=false", "-webdav=false"]
+    for flag in ("master.port", "filer.port", "volume.port", "admin.port", "s3.port.iceberg", "metricsPort",
+                 "s3.metricsPort", "debug.port", "s3.debug.port", "s3.port.lance", "master.port.grpc",
+                 "filer.port.grpc", "volume.port.grpc", "s3.port.grpc", "admin.port.grpc"):
+        argv.append(f"-{flag}={next(ports)}")
+    # weed turns S3 auth on when these are set at start; the stack uses them, so auth is real.
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s3_secret(datadir)}
+    proc = spawn("s3", argv, log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _s3_ready(url, datadir), "SeaweedFS S3", 60, proc, log)
+    return Service("s3", proc.pid, url, str(log)), proc
+
+
+def s3_secret(datadir: Path) -> str:
+    path = datadir / ".secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+def s3_client(url: str, datadir: Path):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
+                        aws_secret_access_key=s3_secret(datadir),
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+
+def _s3_ready(url: str, datadir: Path) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3_client(url, datadir).list_buckets()
+    except (BotoCoreError, ClientError):
+        return False
+    return True
+
+
+def seed_s3(client, bucket: str, profiles: Sequence[ReleaseProfile], arches: Sequence[str] | None = None,
+            log: Callable[[str], None] = print) -> list[str]:
+    """Create the bucket and upload fixture cloud images in the real layout (two uploads per image)."""
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(Bucket=bucket)
+    keys = []
+    for p in profiles:
+        for image in p.cloud_images.values():
+            for arch in image.arches if arches is None else [a for a in image.arches if a in arches]:
+                for variant in image.variants or (None,):
+                    for build, epoch in enumerate(FIXTURE_EPOCHS):
+                        name = s3keys.cloud_image_name(p.shortname, p.major, image.type, variant, p.revision,
+                                                       FIXTURE_IMAGE_DATE, build, arch)
+                        key = s3keys.cloud_image_key(name, p.revision, arch, epoch, image.format)
+                        body = (f"FIXTURE CLOUD IMAGE (local stack, not a real {image.format} image)\n{key}\n"
+                                .encode() * 64)
+                        client.put_object(Bucket=bucket, Key=key, Body=body,
+                                          Metadata={s3keys.CHECKSUM_METADATA: hashlib.sha256(body).hexdigest()})
+                        keys.append(key)
+    log(f"s3: bucket {bucket} holds {len(keys)} fixture cloud images")
+    return keys
+
+
+def s3_connection(url: str, datadir: Path) -> str:
+    return json.dumps({"conn_type": "aws", "login": S3_ACCESS_KEY, "password": s3_secret(datadir),
+                       "extra": {"endpoint_url": url, "region_name": "us-east-1"}})
+
+
+def passwords(path: Path) -> dict[str, str]:
+    """Local passwords for the SimpleAuthManager users, generated once and kept in the stack dir."""
+    if path.exists():
+        data = json.loads(path.read_text())
+        if set(data) == set(USERS):
+            return data
+    data = {user: secrets.token_urlsafe(12) for user in USERS}
+    path.write_text(json.dumps(data, indent=1))
+    path.chmod(0o600)
+    return data
+
+
+def airflow_env(home: Path, port: int, passwords_file: Path, releng_env: Mapping[str, str],
+                s3_conn: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RELENG_"))}
+    env.update(releng_env)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(CHECKOUT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # 2 cores: a few LocalExecutor workers; the default 32 idle processes cost memory for nothing.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW_CONN_RELENG_S3": s3_conn,
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+    })
+    return env
+
+
+def start_airflow(home: Path, port: int, env: Mapping[str, str], log: Path) -> tuple[Service, subprocess.Popen]:
+    """Migrate the SQLite DB, load the pools, then ``airflow standalone`` in the background."""
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = str(VENV_BIN / "airflow")
+    for argv in ([airflow, "db", "migrate"], [airflow, "pools", "import", str(CHECKOUT / "config" / "pools.json")]):
+        result = subprocess.run(argv, env=dict(env), capture_output=True, text=True)
+        with log.open("a") as out:
+            out.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
+        if result.returncode:
+            raise RuntimeError(f"{' '.join(argv[1:])} failed (exit {result.returncode}); see {log}:\n"
+                               f"{result.stderr[-1500:]}")
+    proc = spawn("airflow", [airflow, "standalone"], log, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/api/v2/version"), "Airflow api-server", 180, proc, log)
+    return Service("airflow", proc.pid, url, str(log)), proc
+
+
+def airflow_token(url: str, user: str, password: str) -> str:
+    req = urllib.request.Request(f"{url}/auth/token", method="POST",
+                                 data=json.dumps({"username": user, "password": password}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local service URL
+        return json.loads(resp.read())["access_token"]
+
+
+# --- the stack -----------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """A started stack, as recorded in ``stack.json``."""
+
+    dir: str
+    settings: dict[str, str]
+    users: dict[str, str]
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def ui(self) -> str:
+        return next(s.url for s in self.services if s.name == "airflow")
+
+    def save(self) -> None:
+        path = Path(self.dir) / "stack.json"
+        path.write_text(json.dumps(asdict(self), indent=1))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, stack_dir: Path) -> Stack | None:
+        path = Path(stack_dir) / "stack.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(data["dir"], data["settings"], data["users"], [Service(**s) for s in data["services"]])
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        (Path(self.dir) / "stack.json").unlink(missing_ok=True)
+
+
+def releng_settings(stack_dir: Path, peridot_url: str, key_dir: Path) -> dict[str, str]:
+    return {
+        "RELENG_CONFIG_DIR": str(CHECKOUT / "config" / "releases"),
+        "RELENG_COMPOSE_ROOT": str(stack_dir / "trees" / "compose"),
+        "RELENG_STAGING_ROOT": str(stack_dir / "trees" / "repos-staging"),
+        "RELENG_PRODUCTION_ROOT": str(stack_dir / "trees" / "repos-production"),
+        "RELENG_PERIDOT_URL": f"{peridot_url}/v1/projects",
+        "RELENG_S3_BUCKET": BUCKET,
+        "RELENG_S3_CONN_ID": S3_CONN_ID,
+        "RELENG_LORAX_BACKEND": "local",
+        "RELENG_APPROVERS": "approver",
+        "RELENG_GPG_KEY_DIR": str(key_dir),
+    }
+
+
+def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 18333, airflow_port: int = 8080,
+          with_airflow: bool = True, log: Callable[[str], None] = print) -> Stack:
+    """Start the whole stack; on any failure, stop what was started and re-raise."""
+    from dev import buildsystem
+
+    stack_dir = Path(stack_dir).resolve()
+    old = Stack.load(stack_dir)
+    if old and any(s.alive() for s in old.services):
+        raise RuntimeError(f"a stack is already running from {stack_dir}; stop it first (python -m dev.stack stop)")
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    logs = stack_dir / "logs"
+    profiles = [load_profile(p) for p in profile_paths(CHECKOUT / "config" / "releases")]
+    fixture = buildsystem.build(stack_dir / "buildsystem", profiles, log=log)
+    stack = Stack(str(stack_dir), {}, {})
+    try:
+        service, _ = start_buildsystem(fixture.root, port_or_free(buildsystem_port), logs / "buildsystem.log")
+        stack.services.append(service)
+        log(f"build system: {service.url}/v1/projects")
+        s3dir = stack_dir / "s3"
+        service, _ = start_s3(s3dir, port_or_free(s3_port), logs / "s3.log")
+        stack.services.append(service)
+        seed_s3(s3_client(service.url, s3dir), BUCKET, profiles, log=log)
+        log(f"s3: {service.url} (bucket {BUCKET})")
+        stack.settings = releng_settings(stack_dir, stack.services[0].url, fixture.key_dir)
+        for root in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT"):
+            Path(stack.settings[root]).mkdir(parents=True, exist_ok=True)
+        stack.settings["AIRFLOW_CONN_RELENG_S3"] = s3_connection(service.url, s3dir)
+        if with_airflow:
+            port = port_or_free(airflow_port)
+            stack.users = passwords(stack_dir / "passwords.json")
+            env = airflow_env(stack_dir / "airflow", port, stack_dir / "passwords.json", stack.settings,
+                              stack.settings["AIRFLOW_CONN_RELENG_S3"])
+            log("airflow: migrating the database and starting `airflow standalone` (about 20 s)")
+            service, _ = start_airflow(stack_dir / "airflow", port, env, logs / "airflow.log")
+            stack.services.append(service)
+            stack.settings["AIRFLOW_HOME"] = str(stack_dir / "airflow")
+    except BaseException:
+        stack.stop()
+        raise
+    stack.save()
+    (stack_dir / "env").write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in stack.settings.items()))
+    return stack
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def describe(stack: Stack) -> str:
+    lines = ["", "Local stack is up."]
+    if stack.users:
+        lines += [f"  Airflow UI:  {stack.ui}"]
+        lines += [f"  user {u!r:11} password {p!r}  ({USERS[u]})" for u, p in stack.users.items()]
+    lines += ["  Services:"] + [f"    {s.name:12} {s.url:28} pid {s.pid}  log {s.log}" for s in stack.services]
+    lines += ["  Settings (also in " + str(Path(stack.dir) / "env") + "):"]
+    lines += [f"    {k}={v}" for k, v in stack.settings.items() if k.startswith("RELENG_")]
+    lines += ["  Stop it with: make stop", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("RELENG_STACK_DIR", CHECKOUT / ".stack")))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("start", help="start the stack in the background")
+    st.add_argument("--airflow-port", type=int, default=8080)
+    st.add_argument("--buildsystem-port", type=int, default=18080)
+    st.add_argument("--s3-port", type=int, default=18333)
+    sub.add_parser("stop", help="stop the stack")
+    sub.add_parser("status", help="show the stack")
+    sub.add_parser("env", help="print export lines for the stack's settings")
+    args = parser.parse_args(argv)
+
+    if args.cmd == "start":
+        stack = start(args.dir, buildsystem_port=args.buildsystem_port, s3_port=args.s3_port,
+                      airflow_port=args.airflow_port)
+        print(describe(stack))
+        return 0
+    stack = Stack.load(args.dir)
+    if stack is None:
+        print(f"no stack is running from {args.dir}", file=sys.stderr)
+        return 0 if args.cmd == "stop" else 1
+    if args.cmd == "stop":
+        stack.stop()
+        print(f"stopped the stack in {args.dir}")
+    elif args.cmd == "env":
+        print((Path(stack.dir) / "env").read_text(), end="")
+    else:
+        print(describe(stack))
+        for s in stack.services:
+            print(f"  {s.name:12} {'running' if s.alive() else 'NOT RUNNING'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

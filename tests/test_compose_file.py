@@ -1,0 +1,426 @@
+"""The production-like stack: docker-compose.yaml and Dockerfile, checked without a container engine.
+
+(a) Shape, with PyYAML (merge keys resolve) and a small implementation of Compose's variable
+    interpolation. (b) `docker-compose config -q` (Debian's v1.29) when it is on PATH: the file is
+    valid for it, and it refuses to render when a required variable is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+AIRFLOW_VERSION = "3.3.2"
+AIRFLOW_SERVICES = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+    "airflow-triggerer",
+    "airflow-init",
+}
+EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis"}
+
+# Variables the file requires (`${VAR:?message}`); sample values for rendering it in tests.
+REQUIRED_VARS = {
+    "AIRFLOW_JWT_SECRET": "test-jwt-secret-0123456789abcdef",
+    "AIRFLOW_API_SECRET_KEY": "test-api-secret-0123456789abcdef",
+    # A valid Fernet key (urlsafe base64 of 32 bytes), so the settings also work when used for real.
+    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmctLS0=",
+    "POSTGRES_PASSWORD": "testpassword0123",
+    "RELENG_APPROVERS": "approver,alice",
+    "RELENG_KUBECONFIG_DIR": "/etc/releng/kube",
+}
+
+# The site settings every task sees, with their production values (DESIGN.md; the worker runs tasks).
+PRODUCTION_SETTINGS = {
+    "RELENG_CONFIG_DIR": "/opt/airflow/config/releases",
+    "RELENG_COMPOSE_ROOT": "/mnt/compose",
+    "RELENG_STAGING_ROOT": "/mnt/repos-staging",
+    "RELENG_PRODUCTION_ROOT": "/mnt/repos-production",
+    "RELENG_PERIDOT_URL": "https://yumrepofs.build.resf.org/v1/projects",
+    "RELENG_S3_BUCKET": "resf-empanadas",
+    "RELENG_S3_CONN_ID": "releng_s3",
+    "RELENG_LORAX_BACKEND": "kubernetes",
+    "RELENG_APPROVERS": REQUIRED_VARS["RELENG_APPROVERS"],
+    "RELENG_GPG_KEY_DIR": "/etc/pki/rpm-gpg",
+}
+DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
+PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}
+DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+# --- Compose variable interpolation (the subset Compose v1 and v2 agree on) -----------------------
+
+
+class MissingVariableError(ValueError):
+    """A `${VAR:?message}` / `${VAR?message}` variable is unset (or empty for `:?`)."""
+
+
+_VAR = re.compile(r"\$(?:(?P<escaped>\$)|(?P<named>[_a-zA-Z][_a-zA-Z0-9]*)|\{(?P<braced>[^}]*)\}|(?P<invalid>))")
+_BRACED = re.compile(r"^(?P<name>[_a-zA-Z][_a-zA-Z0-9]*)(?:(?P<op>:-|-|:\?|\?)(?P<arg>.*))?$", re.S)
+
+
+def interpolate_string(text: str, env: dict[str, str]) -> str:
+    def substitute(m: re.Match[str]) -> str:
+        if m.group("escaped"):
+            return "$"
+        if m.group("named"):
+            return env.get(m.group("named"), "")
+        if m.group("invalid") is not None and m.group("braced") is None:
+            raise ValueError(f"invalid interpolation in {text!r}")
+        b = _BRACED.match(m.group("braced"))
+        if not b:
+            raise ValueError(f"invalid interpolation ${{{m.group('braced')}}} in {text!r}")
+        name, op, arg = b.group("name"), b.group("op"), b.group("arg")
+        value = env.get(name)
+        if op == ":-":
+            return value if value else arg
+        if op == "-":
+            return arg if value is None else value
+        if op in (":?", "?") and (value is None or (op == ":?" and not value)):
+            raise MissingVariableError(f"{name}: {arg}")
+        return value or ""
+
+    return _VAR.sub(substitute, text)
+
+
+def interpolate(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate_string(node, env)
+    if isinstance(node, dict):
+        return {k: interpolate(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, env) for v in node]
+    return node
+
+
+def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yaml with merge keys resolved and variables substituted from ``env``."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return interpolate(raw, dict(REQUIRED_VARS) if env is None else env)
+
+
+def airflow_common_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The `x-airflow-common` environment, rendered (what every Airflow process gets)."""
+    return {k: str(v) for k, v in load_compose(env)["x-airflow-common"]["environment"].items()}
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> source of a service's short-syntax volumes."""
+    out = {}
+    for spec in service.get("volumes", []):
+        parts = spec.split(":")
+        source, target = parts[0], parts[1]
+        out[target] = source
+    return out
+
+
+# --- (a) shape ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, Any]:
+    return compose["services"]
+
+
+def test_expected_services(services):
+    assert EXPECTED_SERVICES <= set(services), f"missing: {EXPECTED_SERVICES - set(services)}"
+    commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES - {"airflow-init"}}
+    assert commands == {
+        "airflow-apiserver": "api-server",
+        "airflow-scheduler": "scheduler",
+        "airflow-dag-processor": "dag-processor",
+        "airflow-worker": "celery worker",
+        "airflow-triggerer": "triggerer",
+    }
+    # Anything optional must sit behind a profile, so `up` starts exactly the expected services.
+    extra = {n for n, s in services.items() if n not in EXPECTED_SERVICES and not s.get("profiles")}
+    assert not extra, f"services outside the expected set need a profile: {extra}"
+
+
+def test_airflow_services_share_image_and_environment(compose, services):
+    common = compose["x-airflow-common"]
+    assert common["build"] == "."
+    assert common["image"] == "releng-airflow:latest"
+    assert (
+        load_compose({**REQUIRED_VARS, "RELENG_IMAGE": "registry.example/releng:1"})["x-airflow-common"]["image"]
+        == "registry.example/releng:1"
+    )
+    for name, svc in services.items():
+        if not name.startswith("airflow-"):
+            continue
+        assert svc.get("image") == common["image"] and svc.get("build") == ".", name
+        env = svc.get("environment", {})
+        differing = {k for k, v in common["environment"].items() if env.get(k) != v}
+        assert not differing, f"{name} does not carry the common environment: {sorted(differing)}"
+
+
+def test_executor_and_execution_api(compose, services):
+    env = compose["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert (
+        env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        and "@redis:6379/" in env["AIRFLOW__CELERY__BROKER_URL"]
+    )
+    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    # The driver is named: SQLAlchemy 2.1's default for plain postgresql:// is psycopg 3, which the
+    # pins do not install (found by test_scaleout_config: the worker died with "No module named 'psycopg'").
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    # Workers reach the Execution API through the api-server's service name and container port.
+    url = env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    assert url == "http://airflow-apiserver:8080/execution/"
+    assert any(str(p).endswith(":8080") for p in services["airflow-apiserver"]["ports"])
+    assert str(env["AIRFLOW__CORE__LOAD_EXAMPLES"]).lower() == "false"
+    assert str(env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"]).lower() == "true"
+    assert str(env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"]).lower() == "true"
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".SimpleAuthManager")
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,approver:user"
+
+
+def test_secrets_come_from_the_environment(raw):
+    """No secret in the file: each is a required variable (or, for the S3 connection, optional)."""
+    env = raw["x-airflow-common"]["environment"]
+    for key, var in [
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
+        ("AIRFLOW__API__SECRET_KEY", "AIRFLOW_API_SECRET_KEY"),
+        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
+        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "POSTGRES_PASSWORD"),
+        ("AIRFLOW__CELERY__RESULT_BACKEND", "POSTGRES_PASSWORD"),
+        ("RELENG_APPROVERS", "RELENG_APPROVERS"),
+    ]:
+        assert f"${{{var}:?" in env[key], f"{key} must come from the required variable {var}"
+    assert raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert env["AIRFLOW_CONN_RELENG_S3"] == "${RELENG_S3_CONNECTION:-}"
+    assert env["AIRFLOW_CONN_KUBERNETES_DEFAULT"].startswith("${RELENG_KUBERNETES_CONN:-")
+
+
+@pytest.mark.parametrize("var", sorted(REQUIRED_VARS))
+def test_each_required_variable_fails_loudly(var):
+    env = {k: v for k, v in REQUIRED_VARS.items() if k != var}
+    with pytest.raises(MissingVariableError, match=rf"^{var}: .*\b{var}\b"):
+        load_compose(env)
+    with pytest.raises(MissingVariableError):  # empty counts as missing (`:?`)
+        load_compose({**env, var: ""})
+
+
+def test_connections(compose):
+    from airflow.sdk import Connection
+
+    env = compose["x-airflow-common"]["environment"]
+    assert env["AIRFLOW_CONN_RELENG_S3"] == ""  # unset: falls through to the metadata database
+    s3 = '{"conn_type":"aws","login":"k","password":"s","extra":{"region_name":"us-east-2"}}'
+    rendered = airflow_common_env({**REQUIRED_VARS, "RELENG_S3_CONNECTION": s3})
+    assert rendered["AIRFLOW_CONN_RELENG_S3"] == s3
+    assert env["RELENG_S3_CONN_ID"] == "releng_s3"  # the env connection above is AIRFLOW_CONN_<ID upper>
+    k8s = Connection.from_uri(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default")
+    assert k8s.conn_type == "kubernetes"
+    assert k8s.extra_dejson == {"kube_config_path": "/opt/airflow/kube/config"}
+
+
+def test_worker_has_every_site_setting(services):
+    env = services["airflow-worker"]["environment"]
+    assert {k: env.get(k) for k in PRODUCTION_SETTINGS} == PRODUCTION_SETTINGS
+    from releng.core.settings import DEFAULTS, Settings
+
+    assert set(PRODUCTION_SETTINGS) == set(DEFAULTS) | {"RELENG_APPROVERS"}, "a site setting was added or removed"
+    settings = Settings.from_env({k: str(v) for k, v in env.items()})
+    assert settings.lorax_backend == "kubernetes"
+    assert settings.approvers == ("approver", "alice")
+
+
+def test_project_folders_mounted_everywhere(services):
+    for name in AIRFLOW_SERVICES:
+        m = mounts(services[name])
+        for target, source in PROJECT_MOUNTS.items():
+            assert m.get(target) == source, f"{name}: {target} must be mounted from {source}"
+    assert mounts(services["airflow-worker"])["/opt/airflow/kube"] == REQUIRED_VARS["RELENG_KUBECONFIG_DIR"]
+    assert mounts(services["airflow-triggerer"])["/opt/airflow/kube"] == REQUIRED_VARS["RELENG_KUBECONFIG_DIR"]
+
+
+def test_data_trees_mounted_where_tasks_write(services, compose):
+    worker = mounts(services["airflow-worker"])
+    for tree in DATA_TREES:
+        assert worker.get(tree) == tree, f"worker must mount {tree}"
+    assert worker["/etc/pki/rpm-gpg"] == "/etc/pki/rpm-gpg"
+    assert set(DATA_TREES) <= set(mounts(services["airflow-init"]))  # it fixes their ownership
+    # Only the worker (and the one-shot init) can touch the trees.
+    for name in AIRFLOW_SERVICES - {"airflow-worker", "airflow-init"}:
+        assert not set(DATA_TREES) & set(mounts(services[name])), f"{name} must not mount the data trees"
+    # Host paths come from variables.
+    hosts = {
+        "RELENG_COMPOSE_HOST_DIR": "/srv/c",
+        "RELENG_STAGING_HOST_DIR": "/srv/s",
+        "RELENG_PRODUCTION_HOST_DIR": "/srv/p",
+    }
+    moved = mounts(load_compose({**REQUIRED_VARS, **hosts})["services"]["airflow-worker"])
+    assert [moved[t] for t in DATA_TREES] == ["/srv/c", "/srv/s", "/srv/p"]
+
+
+def test_depends_on_and_healthchecks(services):
+    for name, svc in services.items():
+        for dep, spec in svc.get("depends_on", {}).items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            condition = spec["condition"]
+            assert condition in DEPENDS_ON_CONDITIONS, f"{name} -> {dep}: bad condition {condition}"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep} to be healthy; it has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert dep == "airflow-init"
+    for name in ("postgres", "redis", *sorted(AIRFLOW_SERVICES - {"airflow-init"})):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["postgres"]["image"] == "postgres:16"
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
+    assert services["redis"]["image"].startswith("redis:7.2")
+    assert "/api/v2/version" in " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
+    assert ":8974/health" in " ".join(services["airflow-scheduler"]["healthcheck"]["test"])
+    for name in AIRFLOW_SERVICES - {"airflow-init"}:
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+
+
+def test_init_migrates_and_imports_pools(services):
+    init = services["airflow-init"]
+    script = "\n".join(init["command"])
+    assert init["user"] == "0:0"
+    assert "airflow db migrate" in script
+    assert "airflow pools import /opt/airflow/config/pools.json" in script
+    assert script.index("airflow db migrate") < script.index("airflow pools import")
+    assert "set -euo pipefail" in script
+    for tree in DATA_TREES:
+        assert tree in script
+    assert "chown -R" not in script.split("for tree")[1].split("done")[0], "never chown a mirror tree recursively"
+    # Shell variables are escaped ($$) so Compose leaves them alone.
+    assert "${tree}" in script and "${uid}" in script
+
+
+def test_pools_file_the_init_imports():
+    import json
+
+    path = ROOT / "config" / "pools.json"
+    if not path.is_file():
+        pytest.fail("config/pools.json is missing: airflow-init imports it and stops the stack without it")
+    pools = json.loads(path.read_text())
+    for name in ("reposync", "iso_build", "rsync", "promotion"):
+        assert name in pools, f"config/pools.json lacks pool {name}"
+        assert isinstance(pools[name]["slots"], int) and pools[name]["slots"] > 0
+        assert "description" in pools[name]
+
+
+def test_dockerfile():
+    lines = [ln.strip() for ln in DOCKERFILE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
+    assert len(froms) == 1 and froms[0].split()[1].startswith(f"apache/airflow:{AIRFLOW_VERSION}"), froms
+    text = "\n".join(lines)
+    assert re.search(r"^COPY\s+scripts/install-system-tools\.sh\s", text, re.M)
+    run_install = [ln for ln in lines if ln.startswith("RUN") and "install-system-tools.sh" in ln]
+    assert run_install, "the system tools installer must run in the image"
+    assert "rm -rf /var/lib/apt/lists" in text
+    pip = [ln for ln in lines if ln.startswith("RUN") and "pip install" in ln]
+    assert pip and "-r" in pip[0] and "requirements.txt" in pip[0]
+    assert f'"apache-airflow=={AIRFLOW_VERSION}"' in pip[0], "pin the image's Airflow when installing requirements"
+    assert re.search(r"^COPY\s+(--chown=\S+\s+)?requirements\.txt\s", text, re.M)
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    assert users[-1] == "airflow"
+    # root for the installer, airflow for pip
+    assert (
+        text.index("USER root")
+        < text.index("install-system-tools.sh")
+        < text.index("USER airflow")
+        < text.index("pip install")
+    )
+    for folder in ("dags", "plugins", "include", "config"):
+        assert re.search(rf"^COPY\s+(--chown=\S+\s+)?{folder}/\s+/opt/airflow/{folder}/?$", text, re.M), folder
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    pinned = [r for r in requirements if r.lower().startswith("apache-airflow==")]
+    assert pinned in ([], [f"apache-airflow=={AIRFLOW_VERSION}"]), "requirements.txt must pin the image's Airflow"
+
+
+def test_dockerignore():
+    ignored = {
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip()[:1] not in ("", "#")
+    }
+    assert {".venv", ".stack", ".git", ".env", "logs"} <= ignored
+    # What the Dockerfile copies must stay in the build context.
+    assert not ignored & {"scripts", "requirements.txt", "dags", "plugins", "include", "config"}
+
+
+# --- (b) docker-compose v1 ------------------------------------------------------------------------
+
+DOCKER_COMPOSE = shutil.which("docker-compose")
+needs_docker_compose = pytest.mark.skipif(
+    DOCKER_COMPOSE is None, reason="docker-compose not on PATH (apt-get install docker-compose)"
+)
+
+
+def _docker_compose(env: dict[str, str], *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    # An empty --env-file so that a developer's .env cannot change the outcome; a minimal environment
+    # so that nothing from the calling shell (a started local stack exports RELENG_*) leaks in.
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        [DOCKER_COMPOSE, "--env-file", str(empty), "-f", str(COMPOSE_FILE), *args],
+        env={**base, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@needs_docker_compose
+def test_docker_compose_config_valid(tmp_path):
+    res = _docker_compose(REQUIRED_VARS, "config", "-q", tmp_path=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "WARNING" not in res.stderr, res.stderr  # e.g. "The X variable is not set"
+    res = _docker_compose(REQUIRED_VARS, "config", "--services", tmp_path=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert EXPECTED_SERVICES <= set(res.stdout.split())
+
+
+@needs_docker_compose
+def test_docker_compose_agrees_with_this_test(tmp_path, services):
+    """docker-compose's own rendering of the worker matches what the shape tests checked."""
+    res = _docker_compose(REQUIRED_VARS, "config", tmp_path=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rendered = yaml.safe_load(res.stdout)["services"]
+    for name in AIRFLOW_SERVICES:
+        assert {k: str(v) for k, v in rendered[name]["environment"].items()} == {
+            k: str(v) for k, v in services[name]["environment"].items()
+        }, name
+        targets = {v.split(":")[1] for v in rendered[name]["volumes"]}
+        assert targets == set(mounts(services[name])), name
+
+
+@needs_docker_compose
+@pytest.mark.parametrize("var", ["RELENG_APPROVERS", "AIRFLOW_JWT_SECRET", "POSTGRES_PASSWORD"])
+def test_docker_compose_refuses_missing_required_variable(tmp_path, var):
+    env = {k: v for k, v in REQUIRED_VARS.items() if k != var}
+    res = _docker_compose(env, "config", "-q", tmp_path=tmp_path)
+    assert res.returncode != 0
+    # v1 prints "... in service "x": <message>"; the message itself must name the variable.
+    message = res.stderr.strip().rsplit('": ', 1)[-1]
+    assert var in message, res.stderr[-500:]
