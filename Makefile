@@ -31,7 +31,6 @@ $(VENV)/.installed: requirements.txt
 
 run: install
 	$(PY) -m dev.stack start
-	$(PY) -m dev.stack compose
 
 stop:
 	@test -x $(PY) && $(PY) -m dev.stack stop || true

@@ -30,13 +30,12 @@ import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from releng.core.arches import MULTILIB_ARCHES
 from releng.core.profile import ReleaseProfile, load_profile, profile_paths
 
 SOURCE_DATE_EPOCH = "1735689600"  # 2025-01-01: stable build times so rebuilt fixtures are comparable
@@ -153,8 +152,9 @@ def _spec(content: RepoContent, profile: ReleaseProfile) -> str:
                 lines += [f"Provides: {p}" for p in owner.provides]
             lines += [f"%description -n {name}", f"Fixture package {name} of the local stack build system.",
                       f"%files -n {name}", f"/usr/share/fixture/{name}.txt"]
+            content_line = f"{name} {owner.version}-{owner.release} fixture"
             install += ["mkdir -p %{buildroot}/usr/share/fixture",
-                        f"echo '{name} {owner.version}-{owner.release} fixture' > %{{buildroot}}/usr/share/fixture/{name}.txt"]
+                        f"echo '{content_line}' > %{{buildroot}}/usr/share/fixture/{name}.txt"]
     return "\n".join(lines + install + ["%changelog", "* Wed Jan 01 2025 Fixture <fixture@releng.invalid> - 1.0-1",
                                         "- fixture"]) + "\n"
 
@@ -175,7 +175,7 @@ def _comps(content: RepoContent, repo_id: str) -> str:
         out += ["  <environment>", "    <id>minimal-environment</id>", "    <name>Minimal Install (fixture)</name>",
                 "    <description>Fixture environment</description>", "    <display_order>1</display_order>",
                 "    <grouplist>", "      <groupid>core</groupid>", "    </grouplist>", "  </environment>"]
-    return "\n".join(out + ["</comps>"]) + "\n"
+    return "\n".join([*out, "</comps>"]) + "\n"
 
 
 def _modules(content: RepoContent, repo_id: str, arch: str, dist: str) -> str:
@@ -261,6 +261,45 @@ def write_repo(repo: Path, rpms: Iterable[Path], *, hashed: bool, gnupg: Path, f
          env={**os.environ, "GNUPGHOME": str(gnupg)})
 
 
+def _build_rpms(pool: ThreadPoolExecutor, tmp: Path, profiles: Sequence[ReleaseProfile]) -> dict[tuple, list[Path]]:
+    """rpmbuild every repo's spec for each of its arches (binary) and once without (source)."""
+    jobs = {}
+    for p in profiles:
+        for repo_id, content in repo_contents(p).items():
+            top = tmp / p.name / repo_id
+            (top / "SPECS").mkdir(parents=True)
+            spec = top / "SPECS" / f"{content.spec}.spec"
+            spec.write_text(_spec(content, p))
+            for arch in (*p.repo_arches(repo_id), None):
+                jobs[(p.name, repo_id, arch)] = pool.submit(_rpmbuild, spec, top, arch, p.disttag)
+    return {key: job.result() for key, job in jobs.items()}
+
+
+def _plan_repos(fixture: Fixture, profiles: Sequence[ReleaseProfile], built: dict[tuple, list[Path]]):
+    """Yield (repo path, rpms, options) for every os, debug and source repo, plain and hashed; fill the index."""
+    for p in profiles:
+        index = fixture.profiles[p.name] = {"project_id": p.project_id, "repos": {}}
+        for repo_id, content in repo_contents(p).items():
+            listing = index["repos"][repo_id] = {}
+            comps = _comps(content, repo_id) if content.comps else None
+            for arch in (*p.repo_arches(repo_id), "src"):
+                rpms = built[(p.name, repo_id, None if arch == "src" else arch)]
+                binary = [r for r in rpms if "-debuginfo-" not in r.name and _rpm_arch(r) in (arch, "noarch", "src")]
+                debug = [r for r in rpms if "-debuginfo-" in r.name]
+                listing[arch] = sorted(r.name for r in binary)
+                if arch != "src":
+                    listing[f"{arch}-debug"] = sorted(r.name for r in debug)
+                modules = _modules(content, repo_id, arch, p.disttag) if content.modules and arch != "src" else None
+                for hashed in (False, True):
+                    if arch == "src":
+                        yield fixture.repo_dir(p.project_id, repo_id, arch, hashed=hashed), binary, {"hashed": hashed}
+                        continue
+                    yield (fixture.repo_dir(p.project_id, repo_id, arch, hashed=hashed), binary,
+                           {"hashed": hashed, "comps": comps, "modules": modules})
+                    yield (fixture.repo_dir(p.project_id, repo_id, arch, hashed=hashed, debug=True), debug,
+                           {"hashed": hashed})
+
+
 def _inputs_digest(profiles: Sequence[ReleaseProfile]) -> str:
     h = hashlib.sha256(FIXTURE_VERSION.encode())
     h.update(Path(__file__).read_bytes())
@@ -295,44 +334,15 @@ def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print) -> Fixtu
         for name in p.gpg_keys:
             (fixture.key_dir / name).write_text(pub)
 
-    with tempfile.TemporaryDirectory(prefix="fixture-rpmbuild-") as tmp, ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-        jobs = []
-        for p in profiles:
-            for repo_id, content in repo_contents(p).items():
-                top = Path(tmp) / p.name / repo_id
-                (top / "SPECS").mkdir(parents=True)
-                spec = top / "SPECS" / f"{content.spec}.spec"
-                spec.write_text(_spec(content, p))
-                for arch in (*p.repo_arches(repo_id), None):
-                    jobs.append(((p.name, repo_id, arch), pool.submit(_rpmbuild, spec, top, arch, p.disttag)))
-        built = {key: job.result() for key, job in jobs}
+    workers = os.cpu_count() or 2
+    with tempfile.TemporaryDirectory(prefix="fixture-rpmbuild-") as tmp, ThreadPoolExecutor(workers) as pool:
+        built = _build_rpms(pool, Path(tmp), profiles)
         _sign([rpm for rpms in built.values() for rpm in rpms], gnupg, fpr)
         log(f"fixture build system: built and signed {sum(len(r) for r in built.values())} packages")
-
-        writes = []
-        for p in profiles:
-            info = fixture.profiles[p.name] = {"project_id": p.project_id, "repos": {}}
-            for repo_id, content in repo_contents(p).items():
-                repo_info = info["repos"][repo_id] = {}
-                comps = _comps(content, repo_id) if content.comps else None
-                for arch in (*p.repo_arches(repo_id), "src"):
-                    rpms = built[(p.name, repo_id, None if arch == "src" else arch)]
-                    binary = [r for r in rpms if "-debuginfo-" not in r.name and _rpm_arch(r) in (arch, "noarch", "src")]
-                    debug = [r for r in rpms if "-debuginfo-" in r.name]
-                    repo_info[arch] = sorted(r.name for r in binary)
-                    modules = _modules(content, repo_id, arch, p.disttag) if content.modules and arch != "src" else None
-                    for hashed in (False, True):
-                        writes.append(pool.submit(write_repo, fixture.repo_dir(p.project_id, repo_id, arch, hashed=hashed),
-                                                  binary, hashed=hashed, gnupg=gnupg, fpr=fpr,
-                                                  comps=comps if arch != "src" else None, modules=modules))
-                        if arch != "src":
-                            repo_info[f"{arch}-debug"] = sorted(r.name for r in debug)
-                            writes.append(pool.submit(write_repo, fixture.repo_dir(p.project_id, repo_id, arch,
-                                                                                   hashed=hashed, debug=True),
-                                                      debug, hashed=hashed, gnupg=gnupg, fpr=fpr))
-        for job in writes:
+        repos = list(_plan_repos(fixture, profiles, built))
+        for job in [pool.submit(write_repo, path, rpms, gnupg=gnupg, fpr=fpr, **kw) for path, rpms, kw in repos]:
             job.result()
-    log(f"fixture build system: wrote {len(writes)} repos under {fixture.http_root}")
+    log(f"fixture build system: wrote {len(repos)} repos under {fixture.http_root}")
     index.write_text(json.dumps({"digest": digest, "profiles": fixture.profiles}, indent=1, sort_keys=True))
     return fixture
 
@@ -351,7 +361,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
     server: BuildSystemServer
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format: str, *args) -> None:
         if self.server.access_log:
             self.server.access_log.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
             self.server.access_log.flush()

@@ -83,7 +83,7 @@ def _poll(check: Callable[[], bool], what: str, timeout: float, proc: subprocess
 
 
 def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local service URL
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status < 400
 
 
@@ -241,7 +241,9 @@ def airflow_env(home: Path, port: int, passwords_file: Path, releng_env: Mapping
         # 2 cores: a few LocalExecutor workers; the default 32 idle processes cost memory for nothing.
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # Airflow's log servers bind every interface (hard-coded) but need a JWT signed with the stack's secret.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_RELENG_S3": s3_conn,
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -270,7 +272,7 @@ def airflow_token(url: str, user: str, password: str) -> str:
     req = urllib.request.Request(f"{url}/auth/token", method="POST",
                                  data=json.dumps({"username": user, "password": password}).encode(),
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local service URL
+    with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["access_token"]
 
 
