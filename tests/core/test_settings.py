@@ -54,3 +54,16 @@ def test_unusable_values_are_refused(env, message):
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
     assert message in str(err.value)
+
+
+def test_pipeline_knobs_have_defaults_and_checks():
+    s = Settings.from_env({})
+    assert s.lorax_namespace == "empanadas" and s.lorax_memory == "8Gi" and s.lorax_s3_secret == "empanadas-s3"
+    assert s.updates_schedule == "0 3 * * *" and s.repo_signing_key == "" and s.gnupghome is None
+    assert s.promotion_max_delete == 0.1 and s.approval_timeout_hours == 24
+    with pytest.raises(SettingsError, match="RELENG_PROMOTION_MAX_DELETE='2' is out of range"):
+        Settings.from_env({"RELENG_PROMOTION_MAX_DELETE": "2"})
+    with pytest.raises(SettingsError, match="RELENG_APPROVAL_TIMEOUT_HOURS='soon' is not a number"):
+        Settings.from_env({"RELENG_APPROVAL_TIMEOUT_HOURS": "soon"})
+    with pytest.raises(SettingsError, match="RELENG_UPDATES_SCHEDULE='daily' is not a cron expression"):
+        Settings.from_env({"RELENG_UPDATES_SCHEDULE": "daily"})

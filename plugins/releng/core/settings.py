@@ -33,6 +33,16 @@ class Settings:
     lorax_backend: str
     approvers: tuple[str, ...]
     gpg_key_dir: Path
+    lorax_image: str
+    lorax_namespace: str
+    lorax_cpu: str
+    lorax_memory: str
+    lorax_s3_secret: str
+    updates_schedule: str
+    repo_signing_key: str
+    gnupghome: Path | None
+    promotion_max_delete: float
+    approval_timeout_hours: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,7 +51,7 @@ class Settings:
 
         def get(name: str) -> str:
             value = env.get(name, "").strip()
-            return value or DEFAULTS[name]
+            return value or DEFAULTS.get(name, "")
 
         backend = get("RELENG_LORAX_BACKEND")
         if backend not in LORAX_BACKENDS:
@@ -59,6 +69,15 @@ class Settings:
         if len(bucket) < 3:
             raise SettingsError(f"RELENG_S3_BUCKET={bucket!r} is too short; S3 bucket names have at least 3 characters")
         approvers = tuple(a for a in (p.strip() for p in env.get("RELENG_APPROVERS", "").split(",")) if a)
+        schedule = get("RELENG_UPDATES_SCHEDULE")
+        if len(schedule.split()) != 5 and not schedule.startswith("@"):
+            raise SettingsError(
+                f"RELENG_UPDATES_SCHEDULE={schedule!r} is not a cron expression; use five fields, e.g. '0 3 * * *'"
+            )
+        max_delete = _number(get, "RELENG_PROMOTION_MAX_DELETE", 0.0, 1.0,
+                             "the share of production files a promotion may delete, e.g. 0.1")
+        timeout = _number(get, "RELENG_APPROVAL_TIMEOUT_HOURS", 0.01, 24 * 30, "hours, e.g. 24")
+        gnupghome = env.get("RELENG_GNUPGHOME", "").strip()
         return cls(
             config_dir=Path(get("RELENG_CONFIG_DIR")),
             compose_root=Path(get("RELENG_COMPOSE_ROOT")),
@@ -70,6 +89,16 @@ class Settings:
             lorax_backend=backend,
             approvers=approvers,
             gpg_key_dir=Path(get("RELENG_GPG_KEY_DIR")),
+            lorax_image=get("RELENG_LORAX_IMAGE"),
+            lorax_namespace=get("RELENG_LORAX_NAMESPACE"),
+            lorax_cpu=get("RELENG_LORAX_CPU"),
+            lorax_memory=get("RELENG_LORAX_MEMORY"),
+            lorax_s3_secret=get("RELENG_LORAX_S3_SECRET"),
+            updates_schedule=schedule,
+            repo_signing_key=env.get("RELENG_REPO_SIGNING_KEY", "").strip(),
+            gnupghome=Path(gnupghome) if gnupghome else None,
+            promotion_max_delete=max_delete,
+            approval_timeout_hours=timeout,
         )
 
     def as_env(self) -> dict[str, str]:
@@ -77,8 +106,21 @@ class Settings:
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f"RELENG_{f.name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            out[f"RELENG_{f.name.upper()}"] = "" if value is None else str(value)
         return out
+
+
+def _number(get, name: str, low: float, high: float, hint: str) -> float:
+    raw = get(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number; {hint}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r} is out of range [{low}, {high}]; {hint}")
+    return value
 
 
 # The checkout's config/releases, so `python -m releng validate` works from a clone.
@@ -95,6 +137,18 @@ DEFAULTS: dict[str, str] = {
     "RELENG_LORAX_BACKEND": "kubernetes",
     # Where EL hosts keep the distribution's public keys (rocky-gpg-keys installs them there).
     "RELENG_GPG_KEY_DIR": "/etc/pki/rpm-gpg",
+    # Lorax pods (RELENG_LORAX_BACKEND=kubernetes): an EL image with lorax, mock and python3-boto3.
+    "RELENG_LORAX_IMAGE": "ghcr.io/rocky-linux/sig-core-toolkit:latest",
+    "RELENG_LORAX_NAMESPACE": "empanadas",
+    "RELENG_LORAX_CPU": "4",
+    "RELENG_LORAX_MEMORY": "8Gi",
+    # Kubernetes secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally AWS_ENDPOINT_URL).
+    "RELENG_LORAX_S3_SECRET": "empanadas-s3",
+    "RELENG_UPDATES_SCHEDULE": "0 3 * * *",
+    # Empty: repomd.xml is not signed. Otherwise the key id/fingerprint in RELENG_GNUPGHOME (or ~/.gnupg).
+    "RELENG_REPO_SIGNING_KEY": "",
+    "RELENG_PROMOTION_MAX_DELETE": "0.1",
+    "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
 }
 
 

@@ -1,0 +1,68 @@
+"""Checksum files in the BSD format empanadas and Pungi write (``sha256sum -c`` reads them)::
+
+    # Rocky-9.7-x86_64-dvd.iso: 11906187264 bytes
+    SHA256 (Rocky-9.7-x86_64-dvd.iso) = 0f3c...
+
+One ``<file>.CHECKSUM`` per deliverable; the directory's ``CHECKSUM`` is those
+blocks sorted by file name, so it does not depend on directory order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 4 * 1024 * 1024
+_LINE_RE = re.compile(r"^(?P<algo>[A-Z0-9]+) \((?P<name>[^)]+)\) = (?P<hex>[0-9a-f]+)$")
+
+
+@dataclass(frozen=True)
+class Checksum:
+    name: str
+    size: int
+    algo: str
+    hexdigest: str
+
+    def block(self) -> str:
+        return f"# {self.name}: {self.size} bytes\n{self.algo.upper()} ({self.name}) = {self.hexdigest}\n"
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in 4 MiB chunks (constant memory for multi-GB ISOs)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum(path: Path, algo: str = "sha256", name: str | None = None, digest: str | None = None) -> Checksum:
+    """The checksum entry of a file; ``name`` defaults to its basename (a symlink's own name)."""
+    path = Path(path)
+    return Checksum(name or path.name, os.stat(path).st_size, algo, digest or file_digest(path, algo))
+
+
+def write_checksum_file(path: Path, entries: Iterable[Checksum]) -> Path:
+    """Write blocks sorted by name, atomically (temp file + rename)."""
+    text = "".join(e.block() for e in sorted(entries, key=lambda e: e.name))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def parse_checksum_file(text: str) -> list[tuple[str, str, str]]:
+    """(algo, name, hex) for every hash line; comment lines are skipped, anything else is an error."""
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE_RE.match(line)
+        if not m:
+            raise ValueError(f"line {number} is not a BSD checksum line: {line!r}")
+        out.append((m["algo"].lower(), m["name"], m["hex"]))
+    return out

@@ -1,0 +1,205 @@
+"""Where things live: compose ids and trees, ISO names, and the staging/production release directories.
+
+Compose tree (empanadas' layout, ../shared/reference/empanadas.md §3)::
+
+    <compose_root>/<major>/<Short>-<revision>-<YYYYMMDD.HHMMSS>/
+        compose/<RepoDir>/<arch>/{os,kickstart,debug/tree}   compose/<RepoDir>/source/tree
+        compose/isos/<arch>  compose/images/<arch>  compose/metadata/
+        work/{lorax,isos,images,logs,dnf}/...
+        STATUS
+    <compose_root>/<major>/latest-<Short>-<profile> -> <Short>-<revision>-<TS>
+
+Release directories (sync/common, ../shared/reference/sync.md §1)::
+
+    <staging_root>/mirror/pub/<category>/<revision>[-<RC>]     what a compose or an update stages
+    <production_root>/mirror/pub/<category>/<revision>         what a promotion publishes
+
+Every path built here is checked to stay under its root, so no empty or odd
+value can turn into ``/`` or a parent directory (the old scripts' hazard).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from releng.core.profile import ReleaseProfile
+
+COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\.(?P<time>\d{6})$")
+_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+STATUSES = ("STARTED", "FINISHED", "FINISHED_INCOMPLETE", "DOOMED")
+
+
+class LayoutError(ValueError):
+    """A path component is empty or unsafe; nothing is created from it."""
+
+
+def safe_part(value: str, what: str) -> str:
+    """Refuse empty, '.', '..', slashes and other characters that could move a path."""
+    if not isinstance(value, str) or not _SAFE_PART.match(value) or value in (".", ".."):
+        raise LayoutError(f"{what} {value!r} is not a safe path component (letters, digits, '.', '_', '+', '-')")
+    return value
+
+
+def compose_timestamp(when: datetime | None = None) -> str:
+    """``YYYYMMDD.HHMMSS`` in UTC (empanadas used local time, which breaks ordering across DST)."""
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d.%H%M%S")
+
+
+def compose_id(profile: ReleaseProfile, timestamp: str) -> str:
+    cid = f"{profile.shortname}-{profile.revision}-{timestamp}"
+    if not COMPOSE_ID_RE.match(cid):
+        raise LayoutError(f"compose id {cid!r} does not have the form <Short>-<X.Y>-<YYYYMMDD.HHMMSS>")
+    return cid
+
+
+def rc_suffix(profile: ReleaseProfile, rc: bool) -> str:
+    return f"-{safe_part(profile.rclvl, 'rc level')}" if rc else ""
+
+
+def repo_dir_name(profile: ReleaseProfile, repo_id: str) -> str:
+    return profile.repo(repo_id).dir
+
+
+@dataclass(frozen=True)
+class ComposeLayout:
+    """Paths and names of one compose."""
+
+    profile: ReleaseProfile
+    compose_root: Path
+    compose_id: str
+
+    @classmethod
+    def new(cls, profile: ReleaseProfile, compose_root: Path, timestamp: str) -> ComposeLayout:
+        return cls(profile, Path(compose_root), compose_id(profile, timestamp))
+
+    # --- top level -----------------------------------------------------------------------
+    @property
+    def major_dir(self) -> Path:
+        return self.compose_root / str(self.profile.major)
+
+    @property
+    def top(self) -> Path:
+        return self.major_dir / safe_part(self.compose_id, "compose id")
+
+    @property
+    def compose(self) -> Path:
+        return self.top / "compose"
+
+    @property
+    def work(self) -> Path:
+        return self.top / "work"
+
+    @property
+    def status_file(self) -> Path:
+        return self.top / "STATUS"
+
+    @property
+    def latest_link(self) -> Path:
+        return self.major_dir / f"latest-{self.profile.shortname}-{safe_part(self.profile.profile, 'profile')}"
+
+    @property
+    def metadata(self) -> Path:
+        return self.compose / "metadata"
+
+    # --- repos ---------------------------------------------------------------------------
+    def repo_tree(self, repo_id: str, arch: str, kind: str = "os") -> Path:
+        """``os``, ``kickstart``, ``debug`` (``<arch>/debug/tree``) or ``source`` (``source/tree``)."""
+        base = self.compose / repo_dir_name(self.profile, repo_id)
+        if kind == "source":
+            return base / "source" / "tree"
+        if kind == "debug":
+            return base / safe_part(arch, "arch") / "debug" / "tree"
+        if kind in ("os", "kickstart"):
+            return base / safe_part(arch, "arch") / kind
+        raise LayoutError(f"unknown tree kind {kind!r}; use os, kickstart, debug or source")
+
+    # --- work areas ----------------------------------------------------------------------
+    def lorax_dir(self, arch: str) -> Path:
+        return self.work / "lorax" / safe_part(arch, "arch")
+
+    def work_isos(self, arch: str) -> Path:
+        return self.work / "isos" / safe_part(arch, "arch")
+
+    def work_images(self, arch: str) -> Path:
+        return self.work / "images" / safe_part(arch, "arch")
+
+    def iso_dir(self, arch: str) -> Path:
+        return self.compose / "isos" / safe_part(arch, "arch")
+
+    def images_dir(self, arch: str) -> Path:
+        return self.compose / "images" / safe_part(arch, "arch")
+
+    @property
+    def logs(self) -> Path:
+        return self.work / "logs"
+
+    # --- names ---------------------------------------------------------------------------
+    def volid(self, arch: str, rc: bool, image: str = "dvd") -> str:
+        """Lorax/DVD volume id ``Rocky-9-7[-RC1]-x86_64-dvd``; ISO 9660 allows 32 characters."""
+        p = self.profile
+        vol = f"{p.shortname}-{p.major}-{p.minor}{rc_suffix(p, rc)}-{arch}-{image}"
+        if len(vol) > 32:
+            raise LayoutError(f"volume id {vol!r} is {len(vol)} characters; ISO 9660 allows 32")
+        return vol
+
+    def iso_name(self, arch: str, image: str, rc: bool) -> str:
+        """``Rocky-9.7[-RC1]-x86_64-dvd.iso`` (empanadas dropped the RC suffix for DVDs: a bug)."""
+        p = self.profile
+        return f"{p.shortname}-{p.revision}{rc_suffix(p, rc)}-{safe_part(arch, 'arch')}-{safe_part(image, 'image')}.iso"
+
+    def iso_generic_name(self, arch: str, image: str) -> str:
+        return f"{self.profile.shortname}-{arch}-{image}.iso"
+
+    def iso_latest_name(self, arch: str, image: str) -> str:
+        return f"{self.profile.shortname}-{self.profile.major}-latest-{arch}-{image}.iso"
+
+
+@dataclass(frozen=True)
+class ReleaseTrees:
+    """Staging and production release directories of one profile (sync/common's REV and TARGET)."""
+
+    profile: ReleaseProfile
+    staging_root: Path
+    production_root: Path
+
+    @property
+    def category(self) -> str:
+        return f"mirror/pub/{safe_part(self.profile.shortname.lower(), 'short name')}"
+
+    def staging_name(self, rc: bool) -> str:
+        return safe_part(f"{self.profile.revision}{rc_suffix(self.profile, rc)}", "staging release directory")
+
+    def staging_category(self) -> Path:
+        return _under(self.staging_root, self.category)
+
+    def staging_dir(self, rc: bool) -> Path:
+        return _under(self.staging_root, f"{self.category}/{self.staging_name(rc)}")
+
+    def production_category(self) -> Path:
+        return _under(self.production_root, self.category)
+
+    def production_dir(self) -> Path:
+        """Production drops the RC suffix: ``9.7-RC1`` in staging is ``9.7`` in production."""
+        return _under(self.production_root, f"{self.category}/{safe_part(self.profile.revision, 'revision')}")
+
+    def staging_links(self, rc: bool) -> dict[str, str]:
+        """Links in the staging category: ``latest-<major>`` and ``<revision>`` point at the release dir."""
+        name = self.staging_name(rc)
+        links = {f"latest-{self.profile.major}": name}
+        if name != self.profile.revision:
+            links[self.profile.revision] = name
+        return links
+
+
+def _under(root: Path, relative: str) -> Path:
+    """``root/relative``, refusing a root that is not absolute and any escape from it."""
+    root = Path(root)
+    if not root.is_absolute() or root == Path("/"):
+        raise LayoutError(f"tree root {str(root)!r} must be an absolute directory other than /")
+    path = root / relative
+    if ".." in Path(relative).parts or not relative.strip("/") or path == root:
+        raise LayoutError(f"{relative!r} would not be a directory inside {root}")
+    return path
