@@ -1,0 +1,184 @@
+"""A compose's plan and state: validated run parameters, the work items per (repo, arch, kind),
+STATUS, COMPOSE_ID and the ``latest-<Short>-<profile>`` link.
+
+The plan is plain data; the DAG maps its lists onto operators. STATUS moves
+STARTED -> FINISHED | FINISHED_INCOMPLETE | DOOMED (Pungi's words), and the
+latest link only moves for a finished compose, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from releng.core.layout import STATUSES, ComposeLayout, LayoutError
+from releng.core.profile import ReleaseProfile
+
+
+class ComposeParamsError(ValueError):
+    """The trigger parameters do not make a valid compose; nothing was started."""
+
+    def __init__(self, release: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"the parameters do not make a valid {release} compose:\n- " + "\n- ".join(problems))
+
+
+@dataclass(frozen=True)
+class ComposeParams:
+    """Validated run parameters of ``full_compose``; ``full_run=False`` is a quick os-trees-only compose."""
+
+    arches: tuple[str, ...]
+    rc: bool
+    hashed: bool
+    repoclosure: bool
+    images: tuple[str, ...]
+    full_run: bool
+
+
+def validate_params(profile: ReleaseProfile, raw: Mapping) -> ComposeParams:
+    """Cross-check the trigger form against the chosen release; every problem in one message."""
+    problems: list[str] = []
+    arches = list(raw.get("arches") or profile.arches)
+    unknown = [a for a in arches if a not in profile.arches]
+    if unknown:
+        problems.append(f"arches {', '.join(unknown)} are not arches of {profile.name} "
+                        f"(it ships {', '.join(profile.arches)})")
+    if len(set(arches)) != len(arches):
+        problems.append("arches lists an arch twice")
+    buildable = [n for n, img in profile.iso_images.items() if img.disc and not img.isoskip]
+    requested = raw.get("extra_isos")
+    images = list(buildable if requested is None else requested)
+    for name in images:
+        image = profile.iso_images.get(name)
+        if image is None:
+            known = ", ".join(profile.iso_images)
+            problems.append(f"extra ISO {name!r} is not in {profile.name}'s iso.images ({known})")
+        elif not image.disc:
+            problems.append(f"extra ISO {name!r} is a tree, not a disc image; choose one of {', '.join(buildable)}")
+        elif image.isoskip:
+            problems.append(f"extra ISO {name!r} is marked isoskip in {profile.name}; remove it or change the profile")
+    full_run = bool(raw.get("full_run", True))
+    repoclosure = bool(raw.get("repoclosure", True))
+    if raw.get("rc") and not full_run:
+        problems.append("a release candidate must be a full run (debug, source and kickstart trees, cloud images); "
+                        "set full_run or clear rc")
+    if raw.get("rc") and not repoclosure:
+        problems.append("a release candidate must pass repoclosure; enable repoclosure or clear rc")
+    if problems:
+        raise ComposeParamsError(profile.name, problems)
+    return ComposeParams(tuple(arches), bool(raw.get("rc", False)), bool(raw.get("hashed", True)), repoclosure,
+                         tuple(images), full_run)
+
+
+@dataclass(frozen=True)
+class ComposePlan:
+    """The work items of one compose; each list feeds one mapped task."""
+
+    reposync: list[dict]
+    repoclosure: list[dict]
+    lorax: list[dict]
+    dvd: list[dict]
+    cloud: list[dict]
+
+
+def plan_compose(profile: ReleaseProfile, params: ComposeParams) -> ComposePlan:
+    reposync = []
+    for repo in profile.repos:
+        for arch in profile.repo_arches(repo.id, params.arches):
+            reposync.append({"repo": repo.id, "arch": arch, "kind": "os"})
+            if params.full_run:
+                reposync.append({"repo": repo.id, "arch": arch, "kind": "debug"})
+        if params.full_run:
+            reposync.append({"repo": repo.id, "arch": "src", "kind": "source"})
+    closure = ([{"repo": r, "arch": a} for r in profile.repoclosure for a in params.arches]
+               if params.repoclosure else [])
+    lorax = [{"arch": a} for a in params.arches] if params.images else []
+    dvd = [{"arch": a, "image": i} for a in params.arches for i in params.images]
+    cloud = [{"arch": a, "image_type": t} for t, img in profile.cloud_images.items() for a in params.arches
+             if a in img.arches] if params.full_run else []
+    return ComposePlan(reposync, closure, lorax, dvd, cloud)
+
+
+# --- state ---------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def start_compose(layout: ComposeLayout) -> Path | None:
+    """Create the compose dirs, COMPOSE_ID and STATUS=STARTED; return the previous compose (latest link)."""
+    previous = previous_compose(layout)
+    for path in (layout.compose, layout.metadata, layout.work, layout.logs):
+        path.mkdir(parents=True, exist_ok=True)
+    _atomic_write(layout.metadata / "COMPOSE_ID", layout.compose_id)
+    _atomic_write(layout.top / "COMPOSE_ID", layout.compose_id)
+    if read_status(layout) is None:
+        write_status(layout, "STARTED")
+    return previous
+
+
+def previous_compose(layout: ComposeLayout) -> Path | None:
+    link = layout.latest_link
+    if link.is_symlink():
+        target = link.resolve()
+        return target if target.is_dir() and target != layout.top else None
+    if link.exists():
+        raise LayoutError(f"{link} exists and is not a symlink; move it away so the latest link can be managed")
+    return None
+
+
+def write_status(layout: ComposeLayout, status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown compose status {status!r}; one of {', '.join(STATUSES)}")
+    _atomic_write(layout.status_file, status + "\n")
+
+
+def read_status(layout: ComposeLayout) -> str | None:
+    try:
+        return layout.status_file.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def move_latest_link(layout: ComposeLayout) -> None:
+    """Point ``latest-<Short>-<profile>`` at this compose: a new link renamed over the old one (atomic)."""
+    link = layout.latest_link
+    if link.exists() and not link.is_symlink():
+        raise LayoutError(f"{link} exists and is not a symlink; move it away so the latest link can be managed")
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(layout.top.name)  # relative: the tree stays valid when mounted elsewhere
+    os.replace(tmp, link)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    failed_required: tuple[str, ...]
+    failed_optional: tuple[str, ...]
+
+
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+
+
+def compose_outcome(states: Mapping[str, str], failable: Iterable[str]) -> Outcome:
+    """STATUS from the run's task states: a failed required task dooms the compose; a failed failable
+    deliverable makes it FINISHED_INCOMPLETE. ``states`` maps task ids (with a map suffix for mapped
+    tasks, e.g. ``build_dvd_iso[0]``) to Airflow states; ``failable`` names task ids whose failure is allowed.
+    """
+    optional = set(failable)
+    failed = sorted(t for t, s in states.items() if s in FAILED_STATES)
+    failed_optional = tuple(t for t in failed if t.split("[", 1)[0] in optional)
+    failed_required = tuple(t for t in failed if t.split("[", 1)[0] not in optional)
+    if failed_required:
+        return Outcome("DOOMED", failed_required, failed_optional)
+    return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)
+

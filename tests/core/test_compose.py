@@ -1,0 +1,100 @@
+"""Compose parameters, plan, STATUS and the latest link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from releng.core import compose
+from releng.core.compose import ComposeParamsError, compose_outcome, plan_compose, validate_params
+from releng.core.layout import ComposeLayout, LayoutError
+
+
+def test_defaults_take_every_arch_and_buildable_iso(el9):
+    p = validate_params(el9, {})
+    assert p.arches == el9.arches and p.images == ("dvd",) and p.hashed and p.repoclosure and p.full_run and not p.rc
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"arches": ["x86_64", "sparc"]}, "arches sparc are not arches of el9"),
+    ({"arches": ["i686"]}, "arches i686 are not arches of el9"),
+    ({"arches": ["x86_64", "x86_64"]}, "lists an arch twice"),
+    ({"extra_isos": ["netinst"]}, "extra ISO 'netinst' is not in el9's iso.images"),
+    ({"extra_isos": ["BaseOS"]}, "extra ISO 'BaseOS' is a tree, not a disc image"),
+    ({"extra_isos": ["minimal"]}, "extra ISO 'minimal' is marked isoskip"),
+    ({"rc": True, "full_run": False}, "a release candidate must be a full run"),
+    ({"rc": True, "repoclosure": False}, "a release candidate must pass repoclosure"),
+])
+def test_bad_combinations_are_refused(el9, raw, message):
+    with pytest.raises(ComposeParamsError, match=message):
+        validate_params(el9, raw)
+
+
+def test_all_problems_in_one_message(el9):
+    with pytest.raises(ComposeParamsError) as err:
+        validate_params(el9, {"arches": ["sparc"], "extra_isos": ["nope"], "rc": True, "repoclosure": False})
+    assert len(err.value.problems) == 3
+    assert str(err.value).startswith("the parameters do not make a valid el9 compose:\n- arches sparc")
+
+
+def test_plan_for_two_arches(el9):
+    plan = plan_compose(el9, validate_params(el9, {"arches": ["x86_64", "aarch64"]}))
+    assert {"repo": "all", "arch": "i686", "kind": "os"} in plan.reposync
+    assert {"repo": "BaseOS", "arch": "src", "kind": "source"} in plan.reposync
+    assert {"repo": "BaseOS", "arch": "aarch64", "kind": "debug"} in plan.reposync
+    assert not any(i["arch"] in ("ppc64le", "s390x") for i in plan.reposync)
+    # 12 repos x 2 arches x (os, debug) + i686 for `all` (os, debug) + 12 source trees
+    assert len(plan.reposync) == 12 * 2 * 2 + 2 + 12
+    assert len(plan.repoclosure) == len(el9.repoclosure) * 2
+    assert plan.lorax == [{"arch": "x86_64"}, {"arch": "aarch64"}]
+    assert plan.dvd == [{"arch": "x86_64", "image": "dvd"}, {"arch": "aarch64", "image": "dvd"}]
+    assert {"arch": "aarch64", "image_type": "GenericCloud"} in plan.cloud
+
+
+def test_quick_plan_without_closure_or_isos(el9):
+    plan = plan_compose(el9, validate_params(el9, {"arches": ["aarch64"], "full_run": False, "repoclosure": False,
+                                                   "extra_isos": []}))
+    assert {i["kind"] for i in plan.reposync} == {"os"}
+    assert plan.repoclosure == plan.lorax == plan.dvd == plan.cloud == []
+
+
+def test_status_and_latest_link(el9, tmp_path):
+    first = ComposeLayout.new(el9, tmp_path, "20251123.143015")
+    assert compose.start_compose(first) is None
+    assert compose.read_status(first) == "STARTED"
+    assert (first.metadata / "COMPOSE_ID").read_text() == "Rocky-9.7-20251123.143015"
+    compose.write_status(first, "FINISHED")
+    compose.move_latest_link(first)
+    assert os.readlink(first.latest_link) == "Rocky-9.7-20251123.143015"
+    second = ComposeLayout.new(el9, tmp_path, "20251124.010203")
+    assert compose.start_compose(second) == first.top
+    compose.move_latest_link(second)
+    assert first.latest_link.resolve() == second.top
+    assert not list(first.major_dir.glob(".*.tmp"))
+    compose.start_compose(second)  # a rerun keeps the status it reached
+    assert compose.read_status(second) == "STARTED"
+    with pytest.raises(ValueError, match="unknown compose status"):
+        compose.write_status(second, "DONE")
+
+
+def test_latest_link_that_is_a_directory_is_refused(el9, tmp_path):
+    layout = ComposeLayout.new(el9, tmp_path, "20251123.143015")
+    layout.latest_link.mkdir(parents=True)  # what empanadas' pull-unpack-tree left behind
+    with pytest.raises(LayoutError, match="is not a symlink"):
+        compose.start_compose(layout)
+    with pytest.raises(LayoutError, match="is not a symlink"):
+        compose.move_latest_link(layout)
+    assert Path(layout.latest_link).is_dir()
+
+
+def test_outcome():
+    ok = {"prepare_compose": "success", "sync_repos[0]": "success", "pull_cloud_images[3]": "skipped"}
+    assert compose_outcome(ok, ["pull_cloud_images"]).status == "FINISHED"
+    optional = {**ok, "pull_cloud_images[1]": "failed"}
+    outcome = compose_outcome(optional, ["pull_cloud_images"])
+    assert (outcome.status, outcome.failed_optional) == ("FINISHED_INCOMPLETE", ("pull_cloud_images[1]",))
+    doomed = {**optional, "repoclosure[2]": "failed", "build_dvd_iso[0]": "upstream_failed"}
+    outcome = compose_outcome(doomed, ["pull_cloud_images"])
+    assert outcome.status == "DOOMED" and outcome.failed_required == ("build_dvd_iso[0]", "repoclosure[2]")
