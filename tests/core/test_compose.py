@@ -90,11 +90,14 @@ def test_latest_link_that_is_a_directory_is_refused(el9, tmp_path):
 
 
 def test_outcome():
-    ok = {"prepare_compose": "success", "sync_repos[0]": "success", "pull_cloud_images[3]": "skipped"}
-    assert compose_outcome(ok, ["pull_cloud_images"]).status == "FINISHED"
-    optional = {**ok, "pull_cloud_images[1]": "failed"}
-    outcome = compose_outcome(optional, ["pull_cloud_images"])
-    assert (outcome.status, outcome.failed_optional) == ("FINISHED_INCOMPLETE", ("pull_cloud_images[1]",))
-    doomed = {**optional, "repoclosure[2]": "failed", "build_dvd_iso[0]": "upstream_failed"}
-    outcome = compose_outcome(doomed, ["pull_cloud_images"])
-    assert outcome.status == "DOOMED" and outcome.failed_required == ("build_dvd_iso[0]", "repoclosure[2]")
+    tasks = ["prepare_compose", "sync_repos", "repoclosure", "build_dvd_iso", "pull_cloud_images", "pull_cloud"]
+    ok = {"prepare_compose": "success", "sync_repos_0": "success", "pull_cloud_images_3": "skipped"}
+    assert compose_outcome(ok, ["pull_cloud_images"], tasks).status == "FINISHED"
+    optional = {**ok, "pull_cloud_images_1": "failed"}
+    outcome = compose_outcome(optional, ["pull_cloud_images"], tasks)
+    assert (outcome.status, outcome.failed_optional) == ("FINISHED_INCOMPLETE", ("pull_cloud_images_1",))
+    # a task whose id is a prefix of another is not mistaken for it
+    assert compose_outcome({"pull_cloud_2": "failed"}, ["pull_cloud_images"], tasks).status == "DOOMED"
+    doomed = {**optional, "repoclosure_2": "failed", "build_dvd_iso_0": "upstream_failed"}
+    outcome = compose_outcome(doomed, ["pull_cloud_images"], tasks)
+    assert outcome.status == "DOOMED" and outcome.failed_required == ("build_dvd_iso_0", "repoclosure_2")

@@ -169,16 +169,23 @@ class Outcome:
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 
 
-def compose_outcome(states: Mapping[str, str], failable: Iterable[str]) -> Outcome:
-    """STATUS from the run's task states: a failed required task dooms the compose; a failed failable
-    deliverable makes it FINISHED_INCOMPLETE. ``states`` maps task ids (with a map suffix for mapped
-    tasks, e.g. ``build_dvd_iso[0]``) to Airflow states; ``failable`` names task ids whose failure is allowed.
+def _task_of(key: str, task_ids: Iterable[str]) -> str:
+    """The task id of a state key: ``sync_repos`` or, for a mapped instance, ``sync_repos_12``."""
+    for task_id in sorted(task_ids, key=len, reverse=True):
+        if key == task_id or (key.startswith(task_id + "_") and key[len(task_id) + 1:].isdigit()):
+            return task_id
+    return key
+
+
+def compose_outcome(states: Mapping[str, str], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
+    """STATUS from the run's task states, as Airflow reports them (``task`` or ``task_<map_index>``):
+    a failed required task dooms the compose; a failed failable deliverable makes it FINISHED_INCOMPLETE.
     """
     optional = set(failable)
-    failed = sorted(t for t, s in states.items() if s in FAILED_STATES)
-    failed_optional = tuple(t for t in failed if t.split("[", 1)[0] in optional)
-    failed_required = tuple(t for t in failed if t.split("[", 1)[0] not in optional)
+    task_ids = list(task_ids)
+    failed = sorted(k for k, state in states.items() if state in FAILED_STATES)
+    failed_optional = tuple(k for k in failed if _task_of(k, task_ids) in optional)
+    failed_required = tuple(k for k in failed if _task_of(k, task_ids) not in optional)
     if failed_required:
         return Outcome("DOOMED", failed_required, failed_optional)
     return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)
-
