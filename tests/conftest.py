@@ -82,3 +82,44 @@ def s3_server(tmp_path_factory):
     service, _ = stack.start_s3(datadir / "data", stack.free_port(), datadir / "s3.log")
     yield service.url, datadir / "data"
     service.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """settings() is read once per process; tests that set RELENG_* must see their own values."""
+    from releng.core.settings import settings
+
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch, buildsystem_server, fixture_buildsystem, s3_server, el9):
+    """A complete local site for pipeline runs: RELENG_* pointing at tmp trees, the fixture build system,
+    a fresh bucket on SeaweedFS holding the el9 fixture cloud images, the local lorax backend."""
+    import uuid
+
+    from dev import stack
+
+    url, datadir = s3_server
+    bucket = f"releng-{uuid.uuid4().hex[:12]}"
+    stack.seed_s3(stack.s3_client(url, datadir), bucket, [el9], arches=["x86_64", "aarch64"], log=lambda _m: None)
+    env = {
+        "RELENG_CONFIG_DIR": str(ROOT / "config" / "releases"),
+        "RELENG_COMPOSE_ROOT": str(tmp_path / "compose"),
+        "RELENG_STAGING_ROOT": str(tmp_path / "repos-staging"),
+        "RELENG_PRODUCTION_ROOT": str(tmp_path / "repos-production"),
+        "RELENG_PERIDOT_URL": f"{buildsystem_server.url}/v1/projects",
+        "RELENG_S3_BUCKET": bucket,
+        "RELENG_S3_CONN_ID": "releng_s3",
+        "RELENG_LORAX_BACKEND": "local",
+        "RELENG_APPROVERS": "approver",
+        "RELENG_GPG_KEY_DIR": str(fixture_buildsystem.key_dir),
+        "AIRFLOW_CONN_RELENG_S3": stack.s3_connection(url, datadir),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for root in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT"):
+        pathlib.Path(env[root]).mkdir(parents=True)
+    return env

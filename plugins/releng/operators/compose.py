@@ -1,0 +1,202 @@
+"""Compose bookkeeping operators: prepare_compose (validate, lay out, plan) and finalize_compose."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from releng.core import compose, metadata
+from releng.core.checksums import Checksum, parse_checksum_file, write_checksum_file
+from releng.core.layout import ComposeLayout, compose_timestamp
+from releng.core.profile import ProfileError, ReleaseProfile, find_profile
+from releng.core.settings import settings
+
+PLAN_KEYS = ("reposync", "repoclosure", "lorax", "dvd", "cloud")
+
+
+def load_release(name: str) -> ReleaseProfile:
+    """The validated profile, or a non-retriable failure naming every problem."""
+    try:
+        return find_profile(name, settings().config_dir)
+    except ProfileError as exc:
+        raise AirflowFailException(f"release profile {name!r} cannot be used:\n{exc}") from None
+
+
+def layout_of(summary: dict) -> ComposeLayout:
+    """The ComposeLayout a prepare_compose summary describes."""
+    return ComposeLayout(load_release(summary["release"]), Path(summary["compose_root"]), summary["compose_id"])
+
+
+class PrepareComposeOperator(BaseOperator):
+    """Validate the run's parameters against the release, create the compose tree, and plan the work.
+
+    Pushes one XCom per work list (``reposync``, ``repoclosure``, ``lorax``, ``dvd``, ``cloud``) for the
+    mapped tasks and returns the compose summary. The compose id comes from the run's ``run_after``, so
+    a retry reuses the same compose directory.
+    """
+
+    ui_color = "#e8f4ea"
+
+    def execute(self, context: Context) -> dict:
+        params = dict(context["params"])
+        profile = load_release(params.get("release", ""))
+        try:
+            run = compose.validate_params(profile, params)
+        except compose.ComposeParamsError as exc:
+            raise AirflowFailException(str(exc)) from None
+        layout = ComposeLayout.new(profile, settings().compose_root, compose_timestamp(context["dag_run"].run_after))
+        previous = compose.start_compose(layout)
+        plan = compose.plan_compose(profile, run)
+        summary = {
+            "release": profile.name, "compose_id": layout.compose_id, "compose_root": str(layout.compose_root),
+            "top": str(layout.top), "compose_dir": str(layout.compose), "previous": str(previous) if previous else None,
+            "rc": run.rc, "hashed": run.hashed, "arches": list(run.arches), "images": list(run.images),
+            "full_run": run.full_run,
+        }
+        for key in PLAN_KEYS:
+            items = [{**item, "summary": summary} for item in getattr(plan, key)]
+            context["ti"].xcom_push(key=key, value=items)
+        self.log.info("compose %s at %s: %d repo syncs, %d closure checks, %d lorax, %d ISOs, %d cloud images; "
+                      "previous compose: %s", layout.compose_id, layout.top, len(plan.reposync), len(plan.repoclosure),
+                      len(plan.lorax), len(plan.dvd), len(plan.cloud), previous or "none")
+        return summary
+
+
+def _link_tree(src: Path, dest: Path) -> int:
+    """Hard-link files (and copy symlinks) from src into dest; existing identical entries are kept."""
+    count = 0
+    for root, _dirs, files in os.walk(src):
+        target_dir = dest / Path(root).relative_to(src)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            s, d = Path(root) / name, target_dir / name
+            if s.is_symlink():
+                if not d.is_symlink() or os.readlink(d) != os.readlink(s):
+                    d.unlink(missing_ok=True)
+                    d.symlink_to(os.readlink(s))
+            elif not d.exists() or not os.path.samefile(s, d):
+                d.unlink(missing_ok=True)
+                os.link(s, d)
+            count += 1
+    return count
+
+
+def _checksum_entries(directory: Path) -> list[Checksum]:
+    """The per-file ``.CHECKSUM`` entries of a directory, reused (never re-hash a multi-GB ISO)."""
+    entries = []
+    for sidecar in sorted(directory.glob("*.CHECKSUM")):
+        lines = sidecar.read_text().splitlines()
+        sizes = {line[2:].split(":", 1)[0]: int(line.rsplit(":", 1)[1].split()[0])
+                 for line in lines if line.startswith("# ") and line.endswith(" bytes")}
+        for algo, name, hexdigest in parse_checksum_file(sidecar.read_text()):
+            entries.append(Checksum(name, sizes.get(name, 0), algo, hexdigest))
+    return entries
+
+
+class FinalizeComposeOperator(BaseOperator):
+    """Decide the compose's STATUS from the run's task states, publish ISOs and images, write metadata.
+
+    Runs with ``trigger_rule=all_done``. A failed required task writes DOOMED and fails this task (so
+    staging never sees the compose); failed tasks listed in ``failable`` make it FINISHED_INCOMPLETE.
+    The latest link moves only for a finished compose.
+
+    :param failable: task ids whose failure leaves the compose usable (e.g. cloud image pulls)
+    :param watched: task ids whose states decide the outcome (the compose's work tasks)
+    """
+
+    template_fields = ()
+
+    def __init__(self, *, failable: Iterable[str] = (), watched: Iterable[str] = (), **kwargs):
+        super().__init__(**kwargs)
+        self.failable = tuple(failable)
+        self.watched = tuple(watched)
+
+    def execute(self, context: Context) -> dict:
+        ti = context["ti"]
+        summary = ti.xcom_pull(task_ids="prepare_compose")
+        if not summary:
+            raise AirflowFailException("prepare_compose left no summary; the compose was never created")
+        layout = layout_of(summary)
+        run_id = context["dag_run"].run_id
+        states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})
+        outcome = compose.compose_outcome(states, self.failable, self.watched)
+        if outcome.status == "DOOMED":
+            compose.write_status(layout, "DOOMED")
+            raise AirflowFailException(
+                f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
+                f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
+            )
+        records = self._publish(layout, summary["arches"], summary["rc"])
+        self._write_metadata(layout, summary, records)
+        compose.write_status(layout, outcome.status)
+        compose.move_latest_link(layout)
+        if outcome.failed_optional:
+            self.log.warning("compose %s is FINISHED_INCOMPLETE; optional deliverables failed: %s",
+                             layout.compose_id, ", ".join(outcome.failed_optional))
+        self.log.info("compose %s %s; %s -> %s", layout.compose_id, outcome.status, layout.latest_link, layout.top.name)
+        return {"compose_id": layout.compose_id, "status": outcome.status, "top": str(layout.top),
+                "failed_optional": list(outcome.failed_optional), "images": len(records)}
+
+    def _publish(self, layout: ComposeLayout, arches: list[str], rc: bool) -> list[metadata.ImageRecord]:
+        """work/isos and work/images -> compose/ (hard links), per-arch CHECKSUM, images.json records."""
+        records: list[metadata.ImageRecord] = []
+        for arch in arches:
+            for work, published, kind in ((layout.work_isos(arch), layout.iso_dir(arch), "iso"),
+                                          (layout.work_images(arch), layout.images_dir(arch), "image")):
+                if not work.is_dir():
+                    continue
+                linked = _link_tree(work, published)
+                entries = [e for e in _checksum_entries(published) if e.name != "CHECKSUM"]
+                write_checksum_file(published / "CHECKSUM", entries)
+                self.log.info("published %d files into %s (%d checksum entries)", linked, published, len(entries))
+                records += self._records(layout, published, arch, kind, rc)
+        return records
+
+    def _records(self, layout: ComposeLayout, directory: Path, arch: str, kind: str,
+                 rc: bool) -> list[metadata.ImageRecord]:
+        out = []
+        for path in sorted(directory.iterdir()):
+            if path.is_symlink() or not path.is_file() or path.suffix in (".CHECKSUM", ".manifest") \
+                    or path.name in ("CHECKSUM", "README"):
+                continue
+            st = path.stat()
+            rel = str(path.relative_to(layout.compose))
+            sha = metadata.recorded_sha256(path)
+            if kind == "iso":
+                image_name = path.name.rsplit("-", 1)[1].removesuffix(".iso")
+                variant = (layout.profile.iso_images[image_name].variant if image_name in layout.profile.iso_images
+                           else layout.profile.lorax.variant)
+                out.append(metadata.ImageRecord(
+                    rel, arch, variant, "boot" if image_name == "boot" else "dvd", "iso", st.st_size,
+                    int(st.st_mtime), sha, volume_id=layout.volid(arch, rc), bootable=True,
+                    implant_md5=metadata.implanted_md5(path), subvariant=variant))
+            else:
+                image_type, variant = self._cloud_kind(layout, path.name)
+                fmt = layout.profile.cloud_images[image_type].format
+                ptype, pformat = metadata.cloud_image_type(fmt, variant)
+                out.append(metadata.ImageRecord(rel, arch, "BaseOS", ptype, pformat, st.st_size, int(st.st_mtime),
+                                                sha, subvariant=f"{image_type}-{variant}" if variant else image_type))
+        return out
+
+    @staticmethod
+    def _cloud_kind(layout: ComposeLayout, filename: str) -> tuple[str, str | None]:
+        prefix = f"{layout.profile.shortname}-{layout.profile.major}-"
+        rest = filename.removeprefix(prefix)
+        for image_type, image in layout.profile.cloud_images.items():
+            for variant in image.variants or (None,):
+                stem = f"{image_type}-{variant}-" if variant else f"{image_type}-"
+                if rest.startswith(stem):
+                    return image_type, variant
+        raise AirflowFailException(f"{filename} in images/ matches no cloud image of {layout.profile.name}")
+
+    def _write_metadata(self, layout: ComposeLayout, summary: dict, records: list[metadata.ImageRecord]) -> None:
+        date = layout.compose_id.rsplit("-", 1)[1].split(".")[0]
+        ci = metadata.compose_info(layout, summary["arches"], date, summary["rc"],
+                                   metadata.iso_variants(layout, summary["images"]),
+                                   has_images=any(r.path.startswith("images/") for r in records))
+        metadata.dump(ci, layout.metadata / "composeinfo.json")
+        metadata.dump(metadata.images_manifest(layout, records, date), layout.metadata / "images.json")
