@@ -101,8 +101,12 @@ def _run(argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
 # --- what the fixture contains -------------------------------------------------------------
 
 
-def repo_contents(profile: ReleaseProfile) -> dict[str, RepoContent]:
-    """Packages per repo: BaseOS provides /bin/sh and libfoo, AppStream's foo-app needs them."""
+def repo_contents(profile: ReleaseProfile, extra_packages: int = 0) -> dict[str, RepoContent]:
+    """Packages per repo: BaseOS provides /bin/sh and libfoo, AppStream's foo-app needs them.
+
+    ``extra_packages`` adds that many dependency-free ``<repo>-bulk-NNNN`` packages to every repo
+    (for benchmarks that need a repo of realistic length; the default fixture has none).
+    """
     major = str(profile.major)
     contents: dict[str, RepoContent] = {}
     for repo in profile.repos:
@@ -128,6 +132,7 @@ def repo_contents(profile: ReleaseProfile) -> dict[str, RepoContent]:
                 requires += ("foo-app",)
             name = f"{repo.id.lower()}-tools"
             pkgs = [Package(name, requires=requires, debuginfo=True, group=repo.id.lower())]
+        pkgs += [Package(f"{repo.id.lower()}-bulk-{i:04d}") for i in range(extra_packages)]
         contents[repo.id] = RepoContent(spec, pkgs, comps=repo.comps, modules=repo.modules)
     return contents
 
@@ -261,11 +266,12 @@ def write_repo(repo: Path, rpms: Iterable[Path], *, hashed: bool, gnupg: Path, f
          env={**os.environ, "GNUPGHOME": str(gnupg)})
 
 
-def _build_rpms(pool: ThreadPoolExecutor, tmp: Path, profiles: Sequence[ReleaseProfile]) -> dict[tuple, list[Path]]:
+def _build_rpms(pool: ThreadPoolExecutor, tmp: Path, profiles: Sequence[ReleaseProfile],
+                extra_packages: int = 0) -> dict[tuple, list[Path]]:
     """rpmbuild every repo's spec for each of its arches (binary) and once without (source)."""
     jobs = {}
     for p in profiles:
-        for repo_id, content in repo_contents(p).items():
+        for repo_id, content in repo_contents(p, extra_packages).items():
             top = tmp / p.name / repo_id
             (top / "SPECS").mkdir(parents=True)
             spec = top / "SPECS" / f"{content.spec}.spec"
@@ -275,11 +281,12 @@ def _build_rpms(pool: ThreadPoolExecutor, tmp: Path, profiles: Sequence[ReleaseP
     return {key: job.result() for key, job in jobs.items()}
 
 
-def _plan_repos(fixture: Fixture, profiles: Sequence[ReleaseProfile], built: dict[tuple, list[Path]]):
+def _plan_repos(fixture: Fixture, profiles: Sequence[ReleaseProfile], built: dict[tuple, list[Path]],
+                extra_packages: int = 0):
     """Yield (repo path, rpms, options) for every os, debug and source repo, plain and hashed; fill the index."""
     for p in profiles:
         index = fixture.profiles[p.name] = {"project_id": p.project_id, "repos": {}}
-        for repo_id, content in repo_contents(p).items():
+        for repo_id, content in repo_contents(p, extra_packages).items():
             listing = index["repos"][repo_id] = {}
             comps = _comps(content, repo_id) if content.comps else None
             for arch in (*p.repo_arches(repo_id), "src"):
@@ -300,20 +307,25 @@ def _plan_repos(fixture: Fixture, profiles: Sequence[ReleaseProfile], built: dic
                            {"hashed": hashed})
 
 
-def _inputs_digest(profiles: Sequence[ReleaseProfile]) -> str:
+def _inputs_digest(profiles: Sequence[ReleaseProfile], extra_packages: int = 0) -> str:
     h = hashlib.sha256(FIXTURE_VERSION.encode())
+    if extra_packages:
+        h.update(f"extra_packages={extra_packages}".encode())
     h.update(Path(__file__).read_bytes())
     for p in profiles:
         h.update(p.path.read_bytes())
     return h.hexdigest()
 
 
-def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print) -> Fixture:
-    """Build (or reuse, when the inputs are unchanged) the fixture build system under ``root``."""
+def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print, extra_packages: int = 0) -> Fixture:
+    """Build (or reuse, when the inputs are unchanged) the fixture build system under ``root``.
+
+    ``extra_packages``: bulk packages added to every repo (see :func:`repo_contents`); 0 is the fixture.
+    """
     root = Path(root).resolve()
     fixture = Fixture(root)
     index = root / "fixture.json"
-    digest = _inputs_digest(profiles)
+    digest = _inputs_digest(profiles, extra_packages)
     if index.is_file():
         data = json.loads(index.read_text())
         if data.get("digest") == digest:
@@ -336,10 +348,10 @@ def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print) -> Fixtu
 
     workers = os.cpu_count() or 2
     with tempfile.TemporaryDirectory(prefix="fixture-rpmbuild-") as tmp, ThreadPoolExecutor(workers) as pool:
-        built = _build_rpms(pool, Path(tmp), profiles)
+        built = _build_rpms(pool, Path(tmp), profiles, extra_packages)
         _sign([rpm for rpms in built.values() for rpm in rpms], gnupg, fpr)
         log(f"fixture build system: built and signed {sum(len(r) for r in built.values())} packages")
-        repos = list(_plan_repos(fixture, profiles, built))
+        repos = list(_plan_repos(fixture, profiles, built, extra_packages))
         for job in [pool.submit(write_repo, path, rpms, gnupg=gnupg, fpr=fpr, **kw) for path, rpms, kw in repos]:
             job.result()
     log(f"fixture build system: wrote {len(repos)} repos under {fixture.http_root}")
@@ -438,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("root", type=Path)
     b.add_argument("--config-dir", type=Path, default=Path(__file__).resolve().parents[1] / "config" / "releases")
     b.add_argument("--profile", action="append", help="profile name (default: every profile in the config dir)")
+    b.add_argument("--extra-packages", type=int, default=0, help="bulk packages added to every repo (benchmarks)")
     s = sub.add_parser("serve", help="serve a built fixture over HTTP")
     s.add_argument("root", type=Path)
     s.add_argument("--host", default="127.0.0.1")
@@ -446,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         paths = profile_paths(args.config_dir)
         profiles = [load_profile(p) for p in paths if not args.profile or p.stem in args.profile]
-        build(args.root, profiles)
+        build(args.root, profiles, extra_packages=args.extra_packages)
         return 0
     server = BuildSystemServer(args.root, args.host, args.port, access_log=sys.stdout)
     print(f"fixture build system serving {args.root / 'http'} at {server.url}/v1/projects", flush=True)

@@ -54,6 +54,16 @@ PRODUCTION_SETTINGS = {
     "RELENG_LORAX_BACKEND": "kubernetes",
     "RELENG_APPROVERS": REQUIRED_VARS["RELENG_APPROVERS"],
     "RELENG_GPG_KEY_DIR": "/etc/pki/rpm-gpg",
+    "RELENG_LORAX_IMAGE": "ghcr.io/rocky-linux/sig-core-toolkit:latest",
+    "RELENG_LORAX_NAMESPACE": "empanadas",
+    "RELENG_LORAX_CPU": "4",
+    "RELENG_LORAX_MEMORY": "8Gi",
+    "RELENG_LORAX_S3_SECRET": "empanadas-s3",
+    "RELENG_UPDATES_SCHEDULE": "0 3 * * *",
+    "RELENG_REPO_SIGNING_KEY": "",
+    "RELENG_GNUPGHOME": "",
+    "RELENG_PROMOTION_MAX_DELETE": "0.1",
+    "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
 }
 DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
 PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}

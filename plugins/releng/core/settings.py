@@ -77,7 +77,7 @@ class Settings:
         max_delete = _number(get, "RELENG_PROMOTION_MAX_DELETE", 0.0, 1.0,
                              "the share of production files a promotion may delete, e.g. 0.1")
         timeout = _number(get, "RELENG_APPROVAL_TIMEOUT_HOURS", 0.01, 24 * 30, "hours, e.g. 24")
-        gnupghome = env.get("RELENG_GNUPGHOME", "").strip()
+        gnupghome = get("RELENG_GNUPGHOME")
         return cls(
             config_dir=Path(get("RELENG_CONFIG_DIR")),
             compose_root=Path(get("RELENG_COMPOSE_ROOT")),
@@ -95,7 +95,7 @@ class Settings:
             lorax_memory=get("RELENG_LORAX_MEMORY"),
             lorax_s3_secret=get("RELENG_LORAX_S3_SECRET"),
             updates_schedule=schedule,
-            repo_signing_key=env.get("RELENG_REPO_SIGNING_KEY", "").strip(),
+            repo_signing_key=get("RELENG_REPO_SIGNING_KEY"),
             gnupghome=Path(gnupghome) if gnupghome else None,
             promotion_max_delete=max_delete,
             approval_timeout_hours=timeout,
@@ -147,6 +147,7 @@ DEFAULTS: dict[str, str] = {
     "RELENG_UPDATES_SCHEDULE": "0 3 * * *",
     # Empty: repomd.xml is not signed. Otherwise the key id/fingerprint in RELENG_GNUPGHOME (or ~/.gnupg).
     "RELENG_REPO_SIGNING_KEY": "",
+    "RELENG_GNUPGHOME": "",
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
 }

@@ -15,7 +15,7 @@ from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.profile import ProfileError, ReleaseProfile, find_profile
 from releng.core.settings import settings
 
-PLAN_KEYS = ("reposync", "repoclosure", "lorax", "dvd", "cloud")
+PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
 
 
 def load_release(name: str) -> ReleaseProfile:
@@ -32,11 +32,10 @@ def layout_of(summary: dict) -> ComposeLayout:
 
 
 class PrepareComposeOperator(BaseOperator):
-    """Validate the run's parameters against the release, create the compose tree, and plan the work.
+    """Validate the run's parameters against the release and create the compose tree.
 
-    Pushes one XCom per work list (``reposync``, ``repoclosure``, ``lorax``, ``dvd``, ``cloud``) for the
-    mapped tasks and returns the compose summary. The compose id comes from the run's ``run_after``, so
-    a retry reuses the same compose directory.
+    Returns the compose summary that every later task reads. The compose id comes from the run's
+    ``run_after``, so a retry reuses the same compose directory.
     """
 
     ui_color = "#e8f4ea"
@@ -55,15 +54,99 @@ class PrepareComposeOperator(BaseOperator):
             "release": profile.name, "compose_id": layout.compose_id, "compose_root": str(layout.compose_root),
             "top": str(layout.top), "compose_dir": str(layout.compose), "previous": str(previous) if previous else None,
             "rc": run.rc, "hashed": run.hashed, "arches": list(run.arches), "images": list(run.images),
-            "full_run": run.full_run,
+            "full_run": run.full_run, "repoclosure": run.repoclosure,
         }
-        for key in PLAN_KEYS:
-            items = [{**item, "summary": summary} for item in getattr(plan, key)]
-            context["ti"].xcom_push(key=key, value=items)
         self.log.info("compose %s at %s: %d repo syncs, %d closure checks, %d lorax, %d ISOs, %d cloud images; "
                       "previous compose: %s", layout.compose_id, layout.top, len(plan.reposync), len(plan.repoclosure),
                       len(plan.lorax), len(plan.dvd), len(plan.cloud), previous or "none")
         return summary
+
+
+def plan_items(summary: dict, kind: str) -> list[dict]:
+    """One work list of the compose (``PLAN_KINDS``), each item carrying the summary."""
+    profile = load_release(summary["release"])
+    run = compose.ComposeParams(tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
+                                tuple(summary["images"]), summary["full_run"])
+    plan = compose.plan_compose(profile, run)
+    if kind == "kickstart":
+        return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
+                for i in plan.reposync if i["kind"] == "os" and run.full_run]
+    return [{**item, "summary": summary} for item in getattr(plan, kind)]
+
+
+class PlanWorkOperator(BaseOperator):
+    """Return one of the compose's work lists for a mapped task (Airflow maps only over return values).
+
+    :param kind: one of ``reposync``, ``kickstart``, ``repoclosure``, ``lorax``, ``dvd``, ``cloud``
+    """
+
+    ui_color = "#f4f4f4"
+
+    def __init__(self, *, kind: str, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in PLAN_KINDS:
+            raise ValueError(f"unknown work list {kind!r}; one of {', '.join(PLAN_KINDS)}")
+        self.kind = kind
+
+    def execute(self, context: Context) -> list[dict]:
+        items = plan_items(context["ti"].xcom_pull(task_ids="prepare_compose"), self.kind)
+        self.log.info("%d %s items", len(items), self.kind)
+        return items
+
+
+# --- .map() callables: one planned item -> one mapped task's kwargs (run on the worker, pure) ------------
+
+
+def reposync_kwargs(item: dict) -> dict:
+    """sync_repos: ``{"repo", "arch", "kind", "summary"}`` -> RepoSyncOperator kwargs."""
+    summary = item["summary"]
+    layout = layout_of(summary)
+    repo, arch, kind = item["repo"], item["arch"], item["kind"]
+    previous = None
+    if summary.get("previous"):
+        previous = str(ComposeLayout(layout.profile, layout.compose_root, Path(summary["previous"]).name)
+                       .repo_tree(repo, arch, kind))
+    return {"release": summary["release"], "repo": repo, "arch": arch, "kind": kind,
+            "dest": str(layout.repo_tree(repo, arch, kind)),
+            "work_dir": str(layout.work / "dnf" / f"{repo}-{arch}-{kind}"),
+            "hashed": bool(summary["hashed"]), "previous": previous}
+
+
+def repoclosure_kwargs(item: dict) -> dict:
+    """repoclosure: ``{"repo", "arch", "summary"}`` -> RepoclosureOperator kwargs."""
+    summary = item["summary"]
+    layout = layout_of(summary)
+    return {"release": summary["release"], "repo": item["repo"], "arch": item["arch"],
+            "compose_dir": str(layout.compose), "work_dir": str(layout.work / "repoclosure")}
+
+
+class KickstartTreeOperator(BaseOperator):
+    """Make ``<Repo>/<arch>/kickstart`` from the synced ``os`` tree by hard links (empanadas downloaded it twice).
+
+    :param repo: build-system repo id
+    :param arch: arch
+    :param summary: prepare_compose's summary
+    """
+
+    template_fields = ("repo", "arch", "summary")
+
+    def __init__(self, *, repo: str, arch: str, summary: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.repo, self.arch, self.summary = repo, arch, summary
+
+    def execute(self, context: Context) -> dict:
+        from releng.core.repodata import RepodataError, make_kickstart_tree
+
+        layout = layout_of(self.summary)
+        os_tree, ks_tree = layout.repo_tree(self.repo, self.arch), layout.repo_tree(self.repo, self.arch, "kickstart")
+        try:
+            report = make_kickstart_tree(os_tree, ks_tree)
+        except RepodataError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if not report.ok:
+            raise AirflowFailException(f"{ks_tree} does not verify: " + "; ".join(report.problems(5)))
+        self.log.info("%s: %d packages linked from %s", ks_tree, report.packages, os_tree)
+        return {"repo": self.repo, "arch": self.arch, "packages": report.packages}
 
 
 def _link_tree(src: Path, dest: Path) -> int:
@@ -200,3 +283,44 @@ class FinalizeComposeOperator(BaseOperator):
                                    has_images=any(r.path.startswith("images/") for r in records))
         metadata.dump(ci, layout.metadata / "composeinfo.json")
         metadata.dump(metadata.images_manifest(layout, records, date), layout.metadata / "images.json")
+
+
+class SyncToStagingOperator(BaseOperator):
+    """rsync a finished compose into its staging release directory, point the staging links, emit the asset.
+
+    Steps (``releng.core.staging``): payload, repodata files, repomd.xml, deletions; the staging dir
+    mirrors the compose afterwards. The staging asset event's extra names the release, rc, staging dir
+    and compose, which ``promote_to_production`` reads. Runs in the ``rsync`` pool.
+    """
+
+    def execute(self, context: Context) -> dict:
+        import subprocess
+        import time
+
+        from releng.assets import STAGING_ASSET
+        from releng.core import staging
+        from releng.core.layout import ReleaseTrees
+
+        summary = context["ti"].xcom_pull(task_ids="prepare_compose")
+        layout = layout_of(summary)
+        s = settings()
+        trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)
+        dest = trees.staging_dir(summary["rc"])
+        dest.mkdir(parents=True, exist_ok=True)
+        totals = {}
+        for step in staging.STEPS:
+            started = time.monotonic()
+            argv = staging.staging_argv(step, layout.compose, dest)
+            result = subprocess.run(argv, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"rsync {step} into {dest} failed (exit {result.returncode}): "
+                                   f"{result.stderr.strip()[-1500:]}; rerun the task, it converges")
+            changed = [line for line in result.stdout.splitlines() if "\t" in line]
+            totals[step] = len(changed)
+            self.log.info("staging %s: %d changes in %.1f s", step, len(changed), time.monotonic() - started)
+        links = staging.point_links(trees, summary["rc"])
+        extra = {"release": layout.profile.name, "rc": bool(summary["rc"]), "staging_dir": str(dest),
+                 "source": self.dag_id, "compose_id": layout.compose_id}
+        context["outlet_events"][STAGING_ASSET].extra = extra
+        self.log.info("staged %s into %s; links %s", layout.compose_id, dest, links)
+        return {**extra, "changes": totals, "links": links}

@@ -1,0 +1,124 @@
+"""
+### Full compose
+
+The SOP's "full compose" of one release, as one run:
+
+1. **prepare_compose** checks the form against the release profile (bad combinations stop here,
+   before any work), creates `<Short>-<X.Y>-<YYYYMMDD.HHMMSS>` under `RELENG_COMPOSE_ROOT/<major>`
+   with `STATUS=STARTED`, and plans the work.
+2. In parallel:
+   * **sync_repos** (`dnf reposync`, signatures checked, verified against the repodata, unchanged
+     packages hard-linked from the previous compose) → **make_kickstart_trees** → **repoclosure**;
+   * **build_lorax**, one per arch (a Kubernetes pod on a native node, or the worker with
+     `RELENG_LORAX_BACKEND=local`), uploading the tarball to S3.
+3. **pull_unpack_tree** fetches each arch's tarball by its exact key, verifies and unpacks it, and
+   merges the installer tree into `BaseOS/<arch>/os` and `kickstart`.
+4. **build_dvd_iso** per arch and image (xorriso replaying lorax's boot.iso, implantisomd5).
+5. **pull_cloud_images** per arch and type (failable: a missing image makes the compose
+   `FINISHED_INCOMPLETE`, not `DOOMED`).
+6. **finalize_compose** writes checksums, `composeinfo.json`/`images.json`, `STATUS`, and moves
+   `latest-<Short>-<profile>` only for a finished compose. Any required failure → `DOOMED`.
+7. **sync_to_staging** rsyncs the compose into `mirror/pub/<short>/<X.Y>[-RC]` of
+   `RELENG_STAGING_ROOT` and updates the staging asset, which starts `promote_to_production`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+
+from releng.assets import STAGING_ASSET
+from releng.core.arches import PRIMARY_ARCHES
+from releng.core.profile import profile_names
+from releng.core.settings import settings
+from releng.operators.cloud import CloudImagePullOperator
+from releng.operators.compose import (
+    PLAN_KINDS,
+    FinalizeComposeOperator,
+    KickstartTreeOperator,
+    PlanWorkOperator,
+    PrepareComposeOperator,
+    SyncToStagingOperator,
+    repoclosure_kwargs,
+    reposync_kwargs,
+)
+from releng.operators.iso import XorrisoIsoOperator
+from releng.operators.lorax import lorax_task
+from releng.operators.repoclosure import RepoclosureOperator
+from releng.operators.reposync import RepoSyncOperator
+from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
+
+RELEASES = profile_names(settings().config_dir)
+WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "sync_repos", "make_kickstart_trees",
+              "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso", "pull_cloud_images")
+
+with DAG(
+    dag_id="full_compose",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["compose", "release"],
+    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "release": Param(RELEASES[-1] if RELEASES else "", enum=RELEASES, title="Release profile",
+                         description="A profile in RELENG_CONFIG_DIR."),
+        "arches": Param([], type="array", title="Architectures", examples=list(PRIMARY_ARCHES),
+                        items={"type": "string", "enum": list(PRIMARY_ARCHES)},
+                        description="Empty: every arch of the release."),
+        "rc": Param(False, type="boolean", title="Release candidate",
+                    description="Names and volume ids carry the profile's rclvl; staging goes to X.Y-RCn."),
+        "hashed": Param(True, type="boolean", title="Hashed repos", description="Sync the hashed- repos."),
+        "repoclosure": Param(True, type="boolean", title="Check repoclosure"),
+        "extra_isos": Param(["dvd"], type="array", title="Extra ISOs", items={"type": "string"},
+                            description="iso.images entries to build (disc images); empty: none."),
+        "full_run": Param(True, type="boolean", title="Full run",
+                          description="Debug, source and kickstart trees and cloud images; off: os trees only."),
+    },
+) as dag:
+    prepare = PrepareComposeOperator(task_id="prepare_compose", retries=0)
+    with TaskGroup("plan", tooltip="the compose's work lists, one per mapped task"):
+        plan = {kind: PlanWorkOperator(task_id=kind, kind=kind, retries=0) for kind in PLAN_KINDS}
+    prepare >> list(plan.values())
+
+    sync_repos = RepoSyncOperator.partial(
+        task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
+    ).expand_kwargs(plan["reposync"].output.map(reposync_kwargs))
+
+    # Empty work lists skip their mapped task, so the joins run on "nothing failed", not "all succeeded".
+    kickstart = KickstartTreeOperator.partial(
+        task_id="make_kickstart_trees", map_index_template="{{ task.repo }} {{ task.arch }}",
+    ).expand_kwargs(plan["kickstart"].output)
+
+    closure = RepoclosureOperator.partial(
+        task_id="repoclosure", map_index_template="{{ task.repo }} {{ task.arch }}",
+        trigger_rule=TriggerRule.NONE_FAILED,
+    ).expand_kwargs(plan["repoclosure"].output.map(repoclosure_kwargs))
+
+    build_lorax = lorax_task(plan["lorax"].output)
+
+    unpack = PullUnpackTreeOperator.partial(
+        task_id="pull_unpack_tree", map_index_template="{{ task.arch }}", trigger_rule=TriggerRule.NONE_FAILED,
+    ).expand_kwargs(build_lorax.output.zip(plan["lorax"].output).map(pull_unpack_kwargs))
+
+    dvd = XorrisoIsoOperator.partial(
+        task_id="build_dvd_iso", pool="iso_build", map_index_template="{{ task.arch }} {{ task.image }}",
+        trigger_rule=TriggerRule.NONE_FAILED,
+    ).expand_kwargs(plan["dvd"].output)
+
+    cloud = CloudImagePullOperator.partial(
+        task_id="pull_cloud_images", map_index_template="{{ task.arch }} {{ task.image_type }}",
+    ).expand_kwargs(plan["cloud"].output)
+
+    finalize = FinalizeComposeOperator(
+        task_id="finalize_compose", trigger_rule=TriggerRule.ALL_DONE, retries=0,
+        watched=WORK_TASKS, failable=("pull_cloud_images",),
+    )
+    staging = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", outlets=[STAGING_ASSET])
+
+    sync_repos >> kickstart >> closure
+    [closure, build_lorax] >> unpack >> dvd
+    [dvd, cloud] >> finalize >> staging

@@ -1,0 +1,100 @@
+"""
+### Promote a staged release to production
+
+Runs when a compose or an update sync updates the **staging Asset** (the
+event names the release and whether the RC directory was staged), or when
+triggered by hand with a release.
+
+1. **change_report**: one `rsync --dry-run --itemize-changes` of the staging
+   release directory (`9.7-RC1`) against production (`9.7`) plus the
+   repositories' primary metadata: packages added, updated and removed per
+   repository and arch, files and bytes to copy, files to delete. Stored as a
+   JSON promotion record with its sha256 digest. Deletions above
+   `RELENG_PROMOTION_MAX_DELETE` stop the run here unless `allow_large_delete`.
+2. **approve_promotion**: Human-in-the-loop approval by the users in
+   `RELENG_APPROVERS` (Browse → Required Actions). No answer within
+   `RELENG_APPROVAL_TIMEOUT_HOURS` counts as Reject. Reject skips everything
+   below and production is untouched. Dry runs skip it.
+3. **promote_payload**, **promote_metadata**, **promote_deletions**: exactly the
+   approved changes, packages first, then repodata (`repomd.xml` last), then the
+   bounded deletions; one promotion writes at a time (pool `promotion` and a
+   lock file beside production).
+4. **verify_production**: every `repomd.xml` names files that exist with the
+   right checksums; `repomd.xml.asc` verifies when signing is configured.
+5. **update_file_lists**: `fullfilelist` and `fullfiletimelist-<category>` for
+   mirrors, replaced only when they changed.
+6. **record_promotion**: who decided, when, the report digest and what was
+   transferred, appended to `<production root>/.releng/promotion-log.jsonl`.
+
+A failed phase can be cleared and rerun: it converges. Params: `release`,
+`rc`, `dry_run` (report only), `allow_large_delete`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from releng.assets import STAGING_ASSET
+from releng.core.profile import profile_names
+from releng.core.settings import settings
+from releng.operators.promotion import (
+    PromotePhaseOperator,
+    PromotionApprovalOperator,
+    PromotionReportOperator,
+    RecordPromotionOperator,
+    UpdateFileListsOperator,
+    VerifyProductionOperator,
+    approvers_as_users,
+)
+
+SITE = settings()
+RELEASES = profile_names(SITE.config_dir)
+REPORT = "ti.xcom_pull(task_ids='change_report')"
+
+with DAG(
+    dag_id="promote_to_production",
+    schedule=STAGING_ASSET,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["releng", "production", "promotion"],
+    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    params={
+        "release": Param(None, type=["null", "string"], enum=[None, *RELEASES], title="Release",
+                         description="Release profile to promote; runs triggered by the staging Asset use the "
+                                     "event's release."),
+        "rc": Param(False, type="boolean", title="Release candidate",
+                    description="Promote the X.Y-RCn staging directory instead of X.Y."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Only produce the change report and rsync itemization; change nothing."),
+        "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
+                                    description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the "
+                                                "release's production files."),
+    },
+):
+    change_report = PromotionReportOperator(task_id="change_report", pool="promotion", retries=0)
+    approve_promotion = PromotionApprovalOperator(
+        task_id="approve_promotion",
+        subject="{{ " + REPORT + "['subject'] }}",
+        body="{{ " + REPORT + "['markdown'] }}",
+        assigned_users=approvers_as_users(SITE.approvers),
+        response_timeout=timedelta(hours=SITE.approval_timeout_hours),
+        defaults="Reject",
+        retries=2,
+        retry_delay=timedelta(seconds=30),
+    )
+    promote_payload = PromotePhaseOperator(task_id="promote_payload", phase="payload", pool="promotion")
+    promote_metadata = PromotePhaseOperator(task_id="promote_metadata", phase="metadata", pool="promotion")
+    promote_deletions = PromotePhaseOperator(task_id="promote_deletions", phase="deletions", pool="promotion")
+    verify_production = VerifyProductionOperator(task_id="verify_production", pool="promotion")
+    update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
+    # A teardown of the report: it records rejections and half-done promotions too, and the run's
+    # state still comes from the promotion tasks.
+    record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
+
+    (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
+     >> verify_production >> update_file_lists >> record_promotion.as_teardown(setups=change_report))

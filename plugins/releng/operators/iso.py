@@ -1,0 +1,86 @@
+"""build_dvd_iso: one DVD per (arch, image) by replaying lorax's boot.iso with xorriso."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from releng.core import iso
+from releng.core.layout import ComposeLayout, LayoutError
+from releng.core.settings import settings
+from releng.operators.compose import load_release
+
+
+def as_bool(value: Any, what: str) -> bool:
+    """A flag that may arrive rendered as text (``"True"``, ``"false"``) from a template."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise AirflowFailException(f"{what}={value!r} is not a boolean; use true or false")
+
+
+def resolve_compose(summary: Mapping | None, release: str | None, compose: str | None) -> ComposeLayout:
+    """The compose's layout from a prepare_compose summary or from (release, compose id or top dir)."""
+    if summary:
+        release = release or summary.get("release")
+        compose = compose or summary.get("top") or summary.get("compose_id")
+    if not release or not compose:
+        raise AirflowFailException("no compose given: pass summary (prepare_compose's XCom) or release and compose "
+                                   "(a compose id or the compose's top directory)")
+    profile = load_release(release)
+    try:
+        return iso.compose_layout(profile, compose, settings().compose_root)
+    except (iso.IsoInputError, LayoutError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+class XorrisoIsoOperator(BaseOperator):
+    """Build one DVD ISO of a compose: replay lorax's boot.iso, graft repos, extra files and the disc .treeinfo.
+
+    Writes ``work/isos/<arch>/<Short>-<X.Y>[-<RC>]-<arch>-<image>.iso`` with its ``.manifest``,
+    ``.CHECKSUM`` and the generic and latest links; returns
+    ``{"arch", "image", "iso", "size", "sha256", "volid"}``. Wrong inputs (no boot.iso, a volume id
+    that is not the release's, a broken boot setup) fail without retry. Run it in the ``iso_build`` pool.
+
+    :param arch: the arch to build (templated)
+    :param image: the profile's ``iso.images`` entry, e.g. ``dvd`` (templated)
+    :param summary: prepare_compose's summary (release, top, rc); fills release, compose and rc (templated)
+    :param release: release profile name, e.g. ``el9`` (templated)
+    :param compose: compose id or the compose's top directory (templated)
+    :param rc: release candidate: the volume id and ISO name carry the profile's rclvl (templated)
+    :param lorax_tree: the unpacked lorax tree; default ``work/lorax/<arch>/lorax`` (templated)
+    """
+
+    template_fields = ("arch", "image", "summary", "release", "compose", "rc", "lorax_tree")
+    ui_color = "#fdf1d8"
+
+    def __init__(self, *, arch: str, image: str, summary: Mapping | None = None, release: str | None = None,
+                 compose: str | None = None, rc: bool | str | None = None, lorax_tree: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.arch = arch
+        self.image = image
+        self.summary = summary
+        self.release = release
+        self.compose = compose
+        self.rc = rc
+        self.lorax_tree = lorax_tree
+
+    def execute(self, context: Context) -> dict:
+        layout = resolve_compose(self.summary, self.release, self.compose)
+        rc = self.rc if self.rc is not None else (self.summary or {}).get("rc", False)
+        rc = as_bool(rc, "rc")
+        self.log.info("building the %s %s ISO of %s (rc=%s)", self.arch, self.image, layout.top, rc)
+        try:
+            result = iso.build_dvd(layout, self.arch, self.image, rc,
+                                   lorax_tree=Path(self.lorax_tree) if self.lorax_tree else None, logger=self.log)
+        except (iso.IsoInputError, LayoutError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        return result.xcom()

@@ -1,0 +1,1 @@
+"""In-process fakes for services that cannot run here (only the Kubernetes API server)."""

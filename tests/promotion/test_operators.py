@@ -1,0 +1,168 @@
+"""The promote_to_production DAG's wiring and its operators' decisions, without running a DAG."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from releng.assets import STAGING_ASSET
+from releng.core.settings import settings
+from releng.operators import promotion as ops
+from tests.promotion.conftest import tree_digest
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER = ["change_report", "approve_promotion", "promote_payload", "promote_metadata", "promote_deletions",
+         "verify_production", "update_file_lists", "record_promotion"]
+
+
+def parse(monkeypatch, **env):
+    from airflow.dag_processing.dagbag import DagBag
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings.cache_clear()
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "promote_to_production.py"))
+    assert bag.import_errors == {}
+    return bag.dags["promote_to_production"]
+
+
+def test_dag_wiring(monkeypatch):
+    dag = parse(monkeypatch, RELENG_APPROVERS="alice, bob", RELENG_APPROVAL_TIMEOUT_HOURS="12")
+    assert dag.max_active_runs == 1 and dag.catchup is False and dag.doc_md and dag.tags
+    assert dag.timetable.asset_condition == STAGING_ASSET  # runs when staging is updated (manual runs too)
+    assert list(dag.params) == ["release", "rc", "dry_run", "allow_large_delete"]
+    assert dag.params.get_param("release").schema["enum"] == [None, "el10", "el8", "el9"]
+    order, task = [], dag.get_task("change_report")
+    while task is not None:
+        order.append(task.task_id)
+        task = next((dag.get_task(t) for t in sorted(task.downstream_task_ids) if t != "record_promotion"), None) \
+            or (dag.get_task("record_promotion") if task.task_id == "update_file_lists" else None)
+    assert order == ORDER
+    approval = dag.get_task("approve_promotion")
+    assert isinstance(approval, ApprovalOperator)
+    assert approval.assigned_users == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
+    assert approval.response_timeout == timedelta(hours=12) and approval.defaults == ["Reject"]
+    assert approval.retries >= 1  # a fast answer can race the parking and retry the task (airflow.md §2.3)
+    assert "xcom_pull(task_ids='change_report')['markdown']" in approval.body
+    for tid in ORDER:
+        t = dag.get_task(tid)
+        assert t.owner == "release-eng"
+        assert t.pool == ("default_pool" if tid == "approve_promotion" else "promotion"), tid
+    assert dag.get_task("change_report").retries == 0
+    assert all(dag.get_task(t).retries >= 1 for t in ORDER[2:7])
+    audit = dag.get_task("record_promotion")
+    assert audit.is_teardown and "change_report" in audit.upstream_task_ids
+
+
+def test_parse_time_does_no_io_on_trees(monkeypatch, tmp_path):
+    dag = parse(monkeypatch, RELENG_STAGING_ROOT=str(tmp_path / "nope-s"),
+                RELENG_PRODUCTION_ROOT=str(tmp_path / "nope-p"), RELENG_APPROVERS="")
+    assert dag is not None and not (tmp_path / "nope-s").exists() and not (tmp_path / "nope-p").exists()
+
+
+def test_unknown_release_param_is_refused_by_the_form(monkeypatch):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(parse(monkeypatch).params)
+    for bad in ("lookahead", "", "el9 ", "../el9", "lh"):
+        with pytest.raises(ParamValidationError):
+            params.update({"release": bad})
+    params.update({"release": "el9", "rc": True})
+    assert params.validate()["release"] == "el9"
+
+
+class FakeTi:
+    def __init__(self, xcoms: dict):
+        self.xcoms = xcoms
+        self.pushed: dict = {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.xcoms.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+def _report_context(params: dict, events: list[dict] | None = None) -> dict:
+    evs = [SimpleNamespace(extra=e, timestamp=i) for i, e in enumerate(events or [])]
+    return {"params": {"release": None, "rc": False, "dry_run": False, "allow_large_delete": False, **params},
+            "run_id": "asset_triggered__2026-01-01", "ti": FakeTi({}),
+            "triggering_asset_events": {STAGING_ASSET: evs} if evs else {}}
+
+
+def test_asset_event_chooses_release_and_rc(staged):
+    op = ops.PromotionReportOperator(task_id="change_report")
+    out = op.execute(_report_context({}, [{"release": "el9", "rc": True, "staging_dir": str(staged.staging),
+                                           "source": "general_updates"}]))
+    assert out["target"]["staging_dir"] == str(staged.staging) and out["target"]["production_dir"] == \
+        str(staged.production)
+    assert out["changes"] > 0 and not out["dry_run"] and out["lists_stale"]
+    assert json.loads(Path(out["record"]).read_text())["digest"] == out["digest"]
+    assert out["subject"].startswith("Promote el9 9.7-RC1 to production 9.7:")
+
+
+def _approval(**kw) -> ops.PromotionApprovalOperator:
+    return ops.PromotionApprovalOperator(task_id="approve_promotion", subject="s", body="b", defaults="Reject",
+                                         **kw)
+
+
+def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers():
+    report = {"dry_run": True, "changes": 5, "lists_stale": False, "digest": "sha256:x"}
+    ctx = {"ti": FakeTi({("change_report", "return_value"): report})}
+    with pytest.raises(AirflowSkipException, match="dry run"):
+        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(ctx)
+    report.update(dry_run=False, changes=0)
+    with pytest.raises(AirflowSkipException, match="identical; nothing to approve"):
+        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(ctx)
+    report.update(changes=3)
+    with pytest.raises(AirflowFailException, match=r"RELENG_APPROVERS is empty.*could be answered by any user"):
+        _approval(assigned_users=[]).execute(ctx)
+
+
+def test_approval_records_the_decision_even_when_rejecting():
+    from datetime import UTC, datetime
+
+    ti = FakeTi({})
+    op = _approval(assigned_users=[{"id": "approver", "name": "approver"}])
+    event = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "approver",
+             "name": "approver"}, "responded_at": datetime(2026, 1, 2, tzinfo=UTC)}
+    op.execute_complete({"ti": ti, "task": op}, event)
+    assert ti.pushed["decision"] == {"chosen_options": ["Approve"], "responded_by_user": {"id": "approver",
+                                     "name": "approver"}, "responded_at": "2026-01-02T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize("decision", [None, {"chosen_options": ["Reject"]}, {"chosen_options": []}])
+def test_phases_refuse_without_a_recorded_approval(staged, decision):
+    report = {"record": "/nonexistent", "digest": "sha256:x"}
+    ti = FakeTi({("change_report", "return_value"): report, ("approve_promotion", "decision"): decision})
+    before = tree_digest(staged.production_root, strict=True)
+    with pytest.raises(AirflowFailException, match=r"no recorded approval.*only changes after an approver chose"):
+        ops.PromotePhaseOperator(task_id="promote_payload", phase="payload").execute({"ti": ti})
+    assert tree_digest(staged.production_root, strict=True) == before
+
+
+def test_audit_record_is_appended_once(staged):
+    op = ops.PromotionReportOperator(task_id="change_report")
+    report = op.execute(_report_context({"release": "el9", "rc": True}))
+    xcoms = {("change_report", "return_value"): report,
+             ("approve_promotion", "decision"): {"chosen_options": ["Reject"], "responded_by_user": None,
+                                                 "responded_at": "2026-01-02T00:00:00+00:00"}}
+    ctx = {"ti": FakeTi(xcoms), "run_id": "r1", "dag": SimpleNamespace(dag_id="promote_to_production")}
+    audit = ops.RecordPromotionOperator(task_id="record_promotion")
+    assert audit.execute(ctx)["outcome"] == "timed out (default: Reject)"
+    audit.execute(ctx)  # a retry of the audit task does not duplicate the line
+    lines = (staged.production_root / ".releng" / "promotion-log.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["digest"] == report["digest"] and entry["decision"] == "Reject" and entry["decided_by"] is None
+    ctx["ti"].xcoms[("change_report", "return_value")] = {**report, "dry_run": True}
+    with pytest.raises(AirflowSkipException, match="nothing to record"):
+        audit.execute(ctx)

@@ -1,0 +1,233 @@
+"""The change report: repodata reading, NEVRA comparison, the delete bound, the record and its digest."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+
+from releng.core import promotion, repoverify, rsync
+from releng.core.repoverify import Nevra
+from releng.core.settings import settings
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ("1.0", "1.0", 0), ("1.0", "1.0.1", -1), ("1.10", "1.9", 1), ("1.0~rc1", "1.0", -1), ("1.0^git1", "1.0", 1),
+    ("1.0~rc1", "1.0~rc2", -1), ("1.0a", "1.0.1", -1), ("2.0.1a", "2.0.1", 1), ("1.001", "1.1", 0),
+    ("5.1-1.el9", "5.1-1.el9_2", -1), ("abc", "abd", -1), ("1.0^", "1.0~", 1), ("el9", "el10", -1),
+])
+def test_rpmvercmp(a, b, expected):
+    assert repoverify.rpmvercmp(a, b) == expected
+    assert repoverify.rpmvercmp(b, a) == -expected
+
+
+def _n(name: str, evr: str, arch: str = "x86_64") -> Nevra:
+    epoch, _, vr = evr.rpartition(":")
+    version, release = vr.split("-")
+    return Nevra(name, arch, int(epoch or 0), version, release)
+
+
+def test_package_changes_by_nevra():
+    before = {_n("bash", "5.1-1"), _n("bash", "5.1-2"), _n("gone", "1-1"), _n("kernel", "1:5.14-1"),
+              _n("same", "1-1", "noarch")}
+    after = {_n("bash", "5.1-1"), _n("bash", "5.1-2"), _n("bash", "5.2-1"), _n("kernel", "1:5.14-2"),
+             _n("same", "1-1", "noarch"), _n("new", "0.1-1", "noarch"), _n("same", "1-1", "i686")}
+    diff = repoverify.package_changes(before, after)
+    assert [str(n) for n in diff.added] == ["new-0.1-1.noarch", "same-1-1.i686"]
+    assert [(str(a), str(b)) for a, b in diff.updated] == [("bash-5.1-2.x86_64", "bash-5.2-1.x86_64"),
+                                                           ("kernel-1:5.14-1.x86_64", "kernel-1:5.14-2.x86_64")]
+    assert [str(n) for n in diff.removed] == ["gone-1-1.x86_64", "kernel-1:5.14-1.x86_64"]
+
+
+PRIMARY = """<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="2">
+<package type="rpm"><name>bash</name><arch>x86_64</arch><version epoch="0" ver="5.1" rel="1.el9"/></package>
+<package type="rpm"><name>kernel</name><arch>x86_64</arch><version epoch="1" ver="5.14" rel="2.el9"/></package>
+</metadata>
+"""
+
+
+def _repo(tmp_path: Path, suffix: str) -> Path:
+    repo = tmp_path / suffix.strip(".") / "repo"
+    (repo / "repodata").mkdir(parents=True)
+    name = f"abc-primary.xml{suffix}"
+    data = PRIMARY.encode()
+    blob = gzip.compress(data) if suffix == ".gz" else lzma.compress(data) if suffix == ".xz" else data
+    (repo / "repodata" / name).write_bytes(blob)
+    (repo / "repodata" / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
+        f'<checksum type="sha256">x</checksum><location href="repodata/{name}"/></data></repomd>')
+    return repo
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".xz", ""])
+def test_read_packages_streams_primary(tmp_path, suffix):
+    assert {str(n) for n in repoverify.read_packages(_repo(tmp_path, suffix))} == {
+        "bash-5.1-1.el9.x86_64", "kernel-1:5.14-2.el9.x86_64"}
+
+
+def test_read_packages_from_real_createrepo_output(fixture_buildsystem, el9):
+    repo = fixture_buildsystem.repo_dir(el9.project_id, "AppStream", "x86_64", hashed=True)
+    names = {f"{n}.rpm" for n in map(str, repoverify.read_packages(repo))}
+    assert names == set(fixture_buildsystem.profiles["el9"]["repos"]["AppStream"]["x86_64"])
+
+
+def test_unreadable_metadata_is_named(tmp_path):
+    repo = _repo(tmp_path, ".gz")
+    (repo / "repodata" / "abc-primary.xml.gz").write_bytes(b"not gzip")
+    with pytest.raises(repoverify.RepoError, match=r"abc-primary\.xml\.gz: cannot read primary metadata"):
+        repoverify.read_packages(repo)
+    (repo / "repodata" / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary"><checksum type="sha256">x'
+        '</checksum><location href="repodata/p.xml.zst"/></data></repomd>')
+    with pytest.raises(repoverify.RepoError, match="zstd/zchunk metadata cannot be read here"):
+        repoverify.read_packages(repo)
+    (repo / "repodata" / "repomd.xml").write_text(
+        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary"><checksum type="sha256">x'
+        '</checksum><location href="../../etc/passwd"/></data></repomd>')
+    with pytest.raises(repoverify.RepoError, match="points outside the repository"):
+        repoverify.read_packages(repo)
+
+
+@pytest.mark.parametrize("path,phase", [
+    ("BaseOS/x86_64/os/Packages/b/bash.rpm", "payload"),
+    ("BaseOS/x86_64/os/repodata", "metadata"),
+    ("BaseOS/x86_64/os/repodata/abc-primary.xml.gz", "metadata"),
+    ("BaseOS/x86_64/os/repodata/repomd.xml", "index"),
+    ("BaseOS/x86_64/os/repodata/repomd.xml.asc", "index"),
+    ("BaseOS/x86_64/os/.treeinfo", "metadata"),
+    ("isos/x86_64/CHECKSUM", "metadata"),
+    ("isos/x86_64/Rocky-9.7-x86_64-dvd.iso.CHECKSUM", "metadata"),
+    ("isos/x86_64/Rocky-9.7-x86_64-dvd.iso", "payload"),
+    ("BaseOS/x86_64/os/images/install.img", "payload"),
+])
+def test_phase_of(path, phase):
+    assert promotion.phase_of(path) == phase
+
+
+def _stats(files: int, created: int, deleted: int) -> rsync.Stats:
+    return rsync.Stats(files={"reg": files, "dir": 9}, created={"reg": created}, deleted={"reg": deleted})
+
+
+def test_delete_bound():
+    b = promotion.delete_bound(_stats(90, 0, 10), 10, 0.1, False, production_exists=True)
+    assert b["production_files"] == 100 and b["share"] == 0.1 and not b["exceeded"]
+    b = promotion.delete_bound(_stats(89, 0, 11), 11, 0.1, False, production_exists=True)
+    assert b["share"] == 0.11 and b["exceeded"] and not b["allowed"]
+    b = promotion.delete_bound(_stats(50, 50, 0), 0, 0.0, False, production_exists=False)
+    assert b["production_files"] == 0 and not b["exceeded"]
+    b = promotion.delete_bound(_stats(0, 0, 120), 120, 0.1, True, production_exists=True)
+    assert b["share"] == 1.0 and b["exceeded"] and b["allowed"]
+    record = {"delete_bound": promotion.delete_bound(_stats(0, 0, 120), 120, 0.1, False, production_exists=True),
+              "allow_large_delete": False, "production_dir": "/p/9.7", "staging_dir": "/s/9.7-RC1"}
+    with pytest.raises(promotion.PromotionError, match=r"120 of 120 production files \(100.0%\) .* above "
+                                                       r"RELENG_PROMOTION_MAX_DELETE=10%.*allow_large_delete=true"):
+        promotion.check_delete_bound(record)
+    promotion.check_delete_bound({**record, "allow_large_delete": True})
+
+
+def test_release_from_run():
+    assert promotion.release_from_run({"release": "el9", "rc": True}, []) == ("el9", True)
+    events = [{"release": "el9", "rc": False}, {"release": "el9", "rc": True, "source": "general_updates"}]
+    assert promotion.release_from_run({"release": None, "rc": False}, events) == ("el9", True)
+    with pytest.raises(promotion.PromotionError, match="several releases \\(el8, el9\\)"):
+        promotion.release_from_run({}, [{"release": "el9"}, {"release": "el8"}])
+    with pytest.raises(promotion.PromotionError, match="rc is 'yes'"):
+        promotion.release_from_run({}, [{"release": "el9", "rc": "yes"}])
+    with pytest.raises(promotion.PromotionError, match="no release chosen"):
+        promotion.release_from_run({"release": None}, [])
+
+
+def test_first_report_lists_every_package_as_added(staged, el9):
+    target = promotion.resolve_target("el9", True, settings())
+    record = promotion.make_report(target, run_id="r1", dry_run=False, allow_large_delete=False, max_delete=0.1)
+    assert not staged.production.exists()  # a report writes nothing to production
+    repos = {r["path"]: r for r in record["repos"]}
+    appstream = repos["AppStream/x86_64/os"]
+    assert (appstream["repo"], appstream["arch"], appstream["tree"]) == ("AppStream", "x86_64", "os")
+    assert {f"{n}.rpm" for n in appstream["added"]} == set(
+        staged_listing(el9, "AppStream", "x86_64"))
+    assert repos["BaseOS/source/tree"]["arch"] == "source"
+    assert record["delete_bound"]["production_files"] == 0 and record["totals"]["deletions"]["files"] == 0
+    assert record["other"]["files"] == 3  # the ISO, its CHECKSUM and the latest link
+    assert record["totals"]["payload"]["bytes"] >= 131072
+    ks = [i for i in record["items"] if i["path"].startswith("BaseOS/x86_64/kickstart/Packages/")
+          and i["type"] == "f"]
+    assert ks and all(i["code"].startswith("h") and i["link"].startswith("BaseOS/x86_64/") for i in ks)
+    repomd = [i for i in record["items"] if i["path"].endswith("repodata/repomd.xml")]
+    assert repomd and all(i["phase"] == "index" and len(i["sha256"]) == 64 for i in repomd)
+
+
+def staged_listing(el9, repo, arch):
+    from tests.conftest import ROOT
+
+    return json.loads((ROOT / ".stack" / "test-cache" / "buildsystem" / "fixture.json").read_text())[
+        "profiles"][el9.name]["repos"][repo][arch]
+
+
+def test_record_digest_and_tamper_check(staged):
+    target = promotion.resolve_target("el9", True, settings())
+    record = promotion.make_report(target, run_id="manual__2026-01-01T00:00:00+00:00", dry_run=True,
+                                   allow_large_delete=False, max_delete=0.1)
+    assert record["digest"] == promotion.record_digest(record) and record["digest"].startswith("sha256:")
+    path = promotion.write_record(target, record)
+    assert path.parent == staged.production_root / ".releng" / "promotions" and ":" not in path.name
+    assert promotion.load_record(path, record["digest"]) == record
+    tampered = json.loads(path.read_text())
+    tampered["items"][0]["path"] = "../../etc"
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(promotion.PromotionError, match="does not match the approved digest"):
+        promotion.load_record(path, record["digest"])
+    tampered["digest"] = promotion.record_digest(tampered)
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(promotion.PromotionError, match="does not match the approved digest"):
+        promotion.load_record(path, record["digest"])  # a self-consistent record that is not the approved one
+
+
+def test_markdown_is_compact_and_truncated():
+    repos = [{"path": f"R{i}/x86_64/os", "repo": f"R{i:02d}", "arch": "x86_64", "tree": "os", "files": 2,
+              "bytes": 2048, "deletes": 1, "added": [f"p{i}-1-1.noarch"], "updated": [["a-1-1.x", "a-2-1.x"]],
+              "removed": [], "added_count": 1, "updated_count": 1, "removed_count": 0} for i in range(50)]
+    record = {"release": "el9", "staging_dir": "/s/9.7-RC1", "production_dir": "/p/9.7", "digest": "sha256:ab",
+              "run_id": "r", "dry_run": False, "repos": repos, "other": {"files": 1, "bytes": 5, "deletes": 0},
+              "delete_bound": {"delete_files": 50, "production_files": 100, "share": 0.5, "max_share": 0.1,
+                               "exceeded": True, "allowed": True},
+              "totals": {"payload": {"files": 100, "dirs": 0, "bytes": 1 << 30},
+                         "metadata": {"files": 3, "dirs": 1, "bytes": 10},
+                         "deletions": {"files": 50, "dirs": 0, "bytes": 7},
+                         "packages": {"added": 50, "updated": 50, "removed": 0}}}
+    md = promotion.markdown(record)
+    assert "`sha256:ab`" in md and "| copy payload | 100 | 0 | 1.0 GiB |" in md
+    assert "**ABOVE THE BOUND** (allowed by allow_large_delete)" in md
+    assert md.count("\n| R") == 40 and "| … 10 more | | | 10 | 10 | 0 | 20 | 20.0 KiB | 10 |" in md
+    assert "… and 25 more (see the record)" in md and len(md) < 12000
+    assert promotion.subject(record) == ("Promote el9 9.7-RC1 to production 9.7: 50 added, 50 updated, 0 removed "
+                                         "packages, 50 files deleted")
+
+
+def test_report_names_broken_staging_metadata(staged):
+    target = promotion.resolve_target("el9", True, settings())
+    primary = next((staged.staging / "BaseOS" / "x86_64" / "os" / "repodata").glob("*-primary.xml.gz"))
+    primary.write_bytes(b"garbage")
+    with pytest.raises(promotion.PromotionError, match=r"primary\.xml\.gz: cannot read primary metadata.*fix the "
+                                                       r"repository in staging"):
+        promotion.make_report(target, run_id="r", dry_run=False, allow_large_delete=False, max_delete=0.1)
+
+
+def test_profile_without_a_revision_is_refused(trees, tmp_path, monkeypatch):
+    from tests.conftest import ROOT
+
+    config = tmp_path / "releases"
+    shutil.copytree(ROOT / "config" / "releases", config)
+    text = (config / "el9.yaml").read_text().replace('revision: "9.7"', 'revision: ""')
+    (config / "el9.yaml").write_text(text)
+    monkeypatch.setenv("RELENG_CONFIG_DIR", str(config))
+    settings.cache_clear()
+    from releng.core.profile import ProfileError
+
+    with pytest.raises(ProfileError, match="revision"):
+        promotion.resolve_target("el9", True, settings())
