@@ -102,7 +102,7 @@ class Service:
         return True
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM the service's process group, SIGKILL what is left after ``timeout``."""
+        """SIGTERM the service's process group, SIGKILL what is left after ``timeout``; return when it is empty."""
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
             try:
                 os.killpg(self.pid, sig)
@@ -111,11 +111,13 @@ class Service:
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 try:
-                    if os.waitpid(self.pid, os.WNOHANG)[0]:
-                        return
+                    os.waitpid(self.pid, os.WNOHANG)  # reap the leader when it is our own child
                 except ChildProcessError:
-                    if not self.alive():
-                        return
+                    pass
+                try:
+                    os.killpg(self.pid, 0)
+                except ProcessLookupError:
+                    return
                 time.sleep(0.2)
 
 
