@@ -30,7 +30,9 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 run: install
-	$(PY) -m dev.stack start
+	@$(PY) -m dev.stack status >/dev/null 2>&1 || $(PY) -m dev.stack start
+	$(PY) -m dev.stack compose
+	@$(PY) -m dev.stack status
 
 stop:
 	@test -x $(PY) && $(PY) -m dev.stack stop || true

@@ -4,6 +4,7 @@
     python -m dev.stack status  # what runs where
     python -m dev.stack stop    # stop every service
     python -m dev.stack env     # `export` lines for the stack's settings (eval "$(python -m dev.stack env)")
+    python -m dev.stack compose # trigger full_compose through the REST API and follow it
 
 State lives in ``.stack/`` of the checkout (or ``--dir``): fixtures, S3 data,
 AIRFLOW_HOME, logs, and ``stack.json`` with pids, ports and credentials.
@@ -388,6 +389,52 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def _api(url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}{path}", method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callable[[str], None] = print) -> str:
+    """Trigger full_compose on the running stack through the REST API and follow it to the end."""
+    from urllib.parse import quote
+
+    url = stack.ui
+    token = airflow_token(url, "admin", stack.users["admin"])
+    deadline = time.monotonic() + 120
+    while True:  # the dag-processor parses the DAG files some seconds after start
+        try:
+            _api(url, token, "PATCH", "/api/v2/dags/full_compose", {"is_paused": False})
+            break
+        except urllib.error.HTTPError as err:
+            if err.code != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    run = _api(url, token, "POST", "/api/v2/dags/full_compose/dagRuns", {"logical_date": None, "conf": conf})
+    run_id = run["dag_run_id"]
+    log(f"full_compose: triggered {run_id} with {json.dumps(conf)}; follow it at {url}/dags/full_compose")
+    started, last = time.monotonic(), ""
+    while time.monotonic() - started < timeout:
+        time.sleep(5)
+        state = _api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}")["state"]
+        tis = _api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}"
+                                      "/taskInstances?limit=1000")["task_instances"]
+        counts: dict[str, int] = {}
+        for ti in tis:
+            counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
+        line = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        if line != last:
+            log(f"  {time.monotonic() - started:5.0f} s  {state}: {line}")
+            last = line
+        if state in ("success", "failed"):
+            failed = sorted({ti["task_id"] for ti in tis if ti["state"] == "failed"})
+            if failed:
+                log(f"full_compose {state}; failed tasks: {', '.join(failed)} (logs in the UI)")
+            return state
+    raise RuntimeError(f"full_compose run {run_id} did not finish in {timeout:.0f} s; see {url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -400,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the stack")
     sub.add_parser("status", help="show the stack")
     sub.add_parser("env", help="print export lines for the stack's settings")
+    co = sub.add_parser("compose", help="run full_compose on the running stack and follow it")
+    co.add_argument("--release", default="el9")
+    co.add_argument("--arches", default="x86_64,aarch64", help="comma-separated (default: x86_64,aarch64)")
     args = parser.parse_args(argv)
 
     if args.cmd == "start":
@@ -414,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "stop":
         stack.stop()
         print(f"stopped the stack in {args.dir}")
+    elif args.cmd == "compose":
+        state = run_compose(stack, {"release": args.release, "arches": args.arches.split(",")})
+        compose_root = Path(stack.settings["RELENG_COMPOSE_ROOT"])
+        latest = sorted(compose_root.glob("*/latest-*"))
+        print(f"full_compose {state}. Compose root: {compose_root}" +
+              "".join(f"\n  {link} -> {os.readlink(link)}" for link in latest))
+        print(f"Staging: {stack.settings['RELENG_STAGING_ROOT']}/mirror/pub/rocky\nUI: {stack.ui}")
+        return 0 if state == "success" else 1
     elif args.cmd == "env":
         print((Path(stack.dir) / "env").read_text(), end="")
     else:

@@ -75,6 +75,12 @@ class ComposeLayout:
     def new(cls, profile: ReleaseProfile, compose_root: Path, timestamp: str) -> ComposeLayout:
         return cls(profile, Path(compose_root), compose_id(profile, timestamp))
 
+    @property
+    def timestamp(self) -> int:
+        """The compose id's time as a Unix timestamp (build_timestamp of its trees)."""
+        m = COMPOSE_ID_RE.match(self.compose_id)
+        return int(datetime.strptime(f"{m['date']}{m['time']}", "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp())
+
     # --- top level -----------------------------------------------------------------------
     @property
     def major_dir(self) -> Path:

@@ -41,6 +41,7 @@ from releng.core.checksums import file_digest
 
 NS_REPO = "{http://linux.duke.edu/metadata/repo}"
 NS_COMMON = "{http://linux.duke.edu/metadata/common}"
+NS_RPM = "{http://linux.duke.edu/metadata/rpm}"
 REPOMD = "repodata/repomd.xml"
 # Files in repodata/ that repomd.xml does not (and cannot) list.
 REPOMD_COMPANIONS = ("repomd.xml", "repomd.xml.asc", "repomd.xml.key")
@@ -76,6 +77,7 @@ class PackageEntry:
     checksum_type: str
     checksum: str
     size: int
+    sourcerpm: str | None = None
 
     @property
     def nevra(self) -> str:
@@ -228,6 +230,7 @@ def _package(elem: ET.Element, path: Path) -> PackageEntry:
         arch=elem.findtext(f"{NS_COMMON}arch", ""), href=location.get("href", ""),
         checksum_type=checksum.get("type", "sha256"), checksum=(checksum.text or "").strip(),
         size=int(size.get("package", "0")),
+        sourcerpm=elem.findtext(f"{NS_COMMON}format/{NS_RPM}sourcerpm") or None,
     )
 
 

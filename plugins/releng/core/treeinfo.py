@@ -169,3 +169,24 @@ def _dump(ti: productmd.treeinfo.TreeInfo, path: Path, main_variant: str) -> Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_repo_treeinfo(tree: Path, profile: ReleaseProfile, arch: str, variant: str, timestamp: int) -> None:
+    """The basic ``.treeinfo``, ``.discinfo`` and ``media.repo`` of a plain repo tree (empanadas §8.1
+    "basic", §8.2): one variant at ``.``/``Packages``. Trees with a lorax ``.treeinfo`` are left alone."""
+    from releng.core.iso import discinfo_text, media_repo_text
+
+    if (tree / ".treeinfo").exists() and load(tree / ".treeinfo").images.images:
+        return
+    ti = productmd.treeinfo.TreeInfo()
+    ti.release.name, ti.release.short, ti.release.version = profile.distname, profile.shortname, profile.revision
+    ti.release.type = "ga"
+    ti.tree.arch, ti.tree.build_timestamp = arch, int(timestamp)
+    ti.tree.platforms.add(arch)
+    _set_variant(ti, variant, ".", "Packages")
+    _dump(ti, tree / ".treeinfo", variant)
+    for name, text in ((".discinfo", discinfo_text(timestamp, profile.fullname, arch)),
+                       ("media.repo", media_repo_text(timestamp, profile.fullname))):
+        tmp = tree / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, tree / name)

@@ -180,6 +180,14 @@ def _checksum_entries(directory: Path) -> list[Checksum]:
     return entries
 
 
+def _srpm_nevra(sourcerpm: str | None) -> str | None:
+    """``foo-1.0-1.el9.src.rpm`` -> ``foo-0:1.0-1.el9.src`` (productmd's srpm NEVRA)."""
+    if not sourcerpm:
+        return None
+    name, version, release = sourcerpm.removesuffix(".src.rpm").rsplit("-", 2)
+    return f"{name}-0:{version}-{release}.src"
+
+
 class FinalizeComposeOperator(BaseOperator):
     """Decide the compose's STATUS from the run's task states, publish ISOs and images, write metadata.
 
@@ -283,6 +291,46 @@ class FinalizeComposeOperator(BaseOperator):
                                    has_images=any(r.path.startswith("images/") for r in records))
         metadata.dump(ci, layout.metadata / "composeinfo.json")
         metadata.dump(metadata.images_manifest(layout, records, date), layout.metadata / "images.json")
+        rpms = list(self._rpm_records(layout, summary))
+        metadata.dump(metadata.rpms_manifest(layout, rpms, date), layout.metadata / "rpms.json")
+        self.log.info("metadata: %d variants, %d images, %d packages in %s", len(ci.variants.variants),
+                      len(records), len(rpms), layout.metadata)
+
+    def _trees(self, layout: ComposeLayout, summary: dict):
+        """(repo, arch, kind, tree) of every repo tree this compose made."""
+        profile = layout.profile
+        kinds = ("os", "kickstart", "debug") if summary["full_run"] else ("os",)
+        for repo in profile.repos:
+            for arch in profile.repo_arches(repo.id, summary["arches"]):
+                for kind in kinds:
+                    tree = layout.repo_tree(repo.id, arch, kind)
+                    if tree.is_dir():
+                        yield repo, arch, kind, tree
+            source = layout.repo_tree(repo.id, "src", "source")
+            if summary["full_run"] and source.is_dir():
+                yield repo, "src", "source", source
+
+    def _rpm_records(self, layout: ComposeLayout, summary: dict):
+        """rpms.json entries from each tree's repodata, with the key id each package is really signed with;
+        also the basic .treeinfo/.discinfo/media.repo of every plain repo tree."""
+        from releng.core.repodata import iter_packages
+        from releng.core.treeinfo import write_repo_treeinfo
+
+        timestamp = layout.timestamp
+        for repo, arch, kind, tree in self._trees(layout, summary):
+            write_repo_treeinfo(tree, layout.profile, arch, repo.dir, timestamp)
+            if kind == "kickstart":
+                continue  # the same packages as os; rpms.json lists each package once per variant and arch
+            packages = list(iter_packages(tree))
+            keys = metadata.signature_keys([tree / p.href for p in packages])
+            category = {"os": "binary", "debug": "debug", "source": "source"}[kind]
+            # productmd lists source packages under each binary arch of the variant
+            arches = layout.profile.repo_arches(repo.id, summary["arches"]) if kind == "source" else (arch,)
+            for p in packages:
+                path = str((tree / p.href).relative_to(layout.compose))
+                srpm = None if kind == "source" else _srpm_nevra(p.sourcerpm)
+                for record_arch in arches:
+                    yield metadata.RpmRecord(repo.dir, record_arch, p.nevra, path, keys[tree / p.href], category, srpm)
 
 
 class SyncToStagingOperator(BaseOperator):
