@@ -1,16 +1,27 @@
-"""full_compose end to end on the local stack: real dnf, createrepo'd fixture repos, SeaweedFS, the lorax
-stand-in, xorriso, productmd; Airflow's dag.test() runs every task in this process."""
+"""full_compose end to end on the local stack: real dnf against the fixture build system, SeaweedFS, the
+lorax stand-in, xorriso, implantisomd5, productmd, rsync; Airflow's dag.test() runs every task here."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import productmd.composeinfo
+import productmd.images
+import productmd.rpms
+import productmd.treeinfo
 import pytest
+import yaml
+
+from releng.core.dnf import DnfRepo, DnfWorkspace, dnf_config, repoclosure_argv
+from releng.core.repodata import verify_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
+ARCHES = ["x86_64", "aarch64"]
 
 
 def _dag():
@@ -22,19 +33,133 @@ def _dag():
     return bag.get_dag("full_compose")
 
 
-def _run(dag, conf: dict):
-    dr = dag.test(run_conf=conf)
-    states = {}
+def _run(conf: dict):
+    dr = _dag().test(run_conf=conf)
+    states: dict[str, list[str]] = {}
     for ti in dr.get_task_instances():
         states.setdefault(ti.task_id, []).append(ti.state)
     return dr, states
 
 
-def test_full_compose_two_arches(airflow_db, site):
-    dag = _dag()
-    dr, states = _run(dag, {"release": "el9", "arches": ["x86_64", "aarch64"]})
+def _compose_top(site) -> Path:
+    (top,) = [p for p in (Path(site["RELENG_COMPOSE_ROOT"]) / "9").iterdir() if p.name.startswith("Rocky-9.7-")]
+    return top
+
+
+def _run_cmd(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, **kw)
+
+
+def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
+    dr, states = _run({"release": "el9", "arches": ARCHES})
     assert dr.state == "success", json.dumps(states, indent=1)
-    compose_root = Path(site["RELENG_COMPOSE_ROOT"]) / "9"
-    (top,) = [p for p in compose_root.iterdir() if p.name.startswith("Rocky-9.7-")]
+    top = _compose_top(site)
+    compose = top / "compose"
     assert (top / "STATUS").read_text().strip() == "FINISHED"
-    assert (compose_root / "latest-Rocky-9").resolve() == top
+    assert (top.parent / "latest-Rocky-9").resolve() == top
+
+    # every package of every synced tree is present and matches its repodata, and is the build system's
+    for repo in el9.repos:
+        for arch in el9.repo_arches(repo.id, ARCHES):
+            for kind, tree in (("os", compose / repo.dir / arch / "os"),
+                               ("debug", compose / repo.dir / arch / "debug" / "tree"),
+                               ("kickstart", compose / repo.dir / arch / "kickstart")):
+                report = verify_tree(tree)
+                assert report.ok and report.packages, (tree, report.problems(5))
+                if kind == "os":
+                    upstream = fixture_buildsystem.repo_dir(el9.project_id, repo.id, arch, hashed=True)
+                    assert sorted(p.name for p in tree.rglob("*.rpm")) == \
+                        sorted(p.name for p in upstream.rglob("*.rpm"))
+        assert verify_tree(compose / repo.dir / "source" / "tree").ok
+    # kickstart trees are hard links of the os trees, not second downloads
+    os_rpm = next((compose / "BaseOS/x86_64/os/Packages").rglob("libfoo-*.rpm"))
+    ks_rpm = compose / "BaseOS/x86_64/kickstart" / os_rpm.relative_to(compose / "BaseOS/x86_64/os")
+    assert os.path.samefile(os_rpm, ks_rpm)
+
+    # repoclosure ran for every map entry and arch
+    assert states["repoclosure"] == ["success"] * (len(el9.repoclosure) * len(ARCHES))
+
+    for arch in ARCHES:
+        isos = compose / "isos" / arch
+        dvd = isos / f"Rocky-9.7-{arch}-dvd.iso"
+        assert dvd.is_file() and (isos / f"Rocky-9.7-{arch}-boot.iso").is_file()
+        report = _run_cmd(["xorriso", "-indev", str(dvd), "-report_el_torito", "plain"]).stdout
+        boot_lines = [line for line in report.splitlines() if line.startswith("El Torito boot img :")]
+        assert any(" UEFI " in line for line in boot_lines)
+        assert any(" BIOS " in line for line in boot_lines) == (arch == "x86_64")
+        assert _run_cmd(["checkisomd5", str(dvd)]).returncode == 0
+        check = _run_cmd(["sha256sum", "-c", "--strict", "CHECKSUM"], cwd=isos)
+        assert check.returncode == 0 and f"Rocky-9.7-{arch}-dvd.iso: OK" in check.stdout, check.stdout
+        # the DVD's BaseOS+AppStream is a repo dnf reads and closes
+        out = top / "extract" / arch
+        out.mkdir(parents=True)
+        for repo in ("BaseOS", "AppStream"):
+            extract = _run_cmd(["xorriso", "-osirrox", "on", "-indev", str(dvd), "-extract", f"/{repo}",
+                                str(out / repo)])
+            assert extract.returncode == 0, extract.stderr
+        ws = DnfWorkspace(top / "extract" / f"dnf-{arch}")
+        ws.root.mkdir()
+        ws.config.write_text(dnf_config(ws, [DnfRepo(r, f"file://{out / r}") for r in ("BaseOS", "AppStream")], [],
+                                        gpgcheck=False))
+        closure = _run_cmd(repoclosure_argv(ws, "AppStream", ["BaseOS", "AppStream"], arch, major=9, disttag="el9"))
+        assert closure.returncode == 0, closure.stdout + closure.stderr
+        images = compose / "images" / arch
+        assert _run_cmd(["sha256sum", "-c", "--strict", "CHECKSUM"], cwd=images).returncode == 0
+        assert (images / f"Rocky-9-GenericCloud.latest.{arch}.qcow2").is_symlink()
+
+    # productmd loads all the metadata, and every .treeinfo
+    metadata = compose / "metadata"
+    ci = productmd.composeinfo.ComposeInfo()
+    ci.load(str(metadata / "composeinfo.json"))
+    assert ci.compose.id == top.name == (metadata / "COMPOSE_ID").read_text()
+    images = productmd.images.Images()
+    images.load(str(metadata / "images.json"))
+    dvds = [i for v in images.images.values() for a in v.values() for i in a if i.type == "dvd"]
+    assert sorted(i.arch for i in dvds) == sorted(ARCHES)
+    assert all(i.implant_md5 and i.volume_id == f"Rocky-9-7-{i.arch}-dvd" for i in dvds)
+    rpms = productmd.rpms.Rpms()
+    rpms.load(str(metadata / "rpms.json"))
+    listed = {n for srpms in rpms.rpms["AppStream"]["aarch64"].values() for n in srpms}
+    assert "foo-app-0:2.1-3.el9.aarch64" in listed
+    treeinfos = sorted(compose.rglob(".treeinfo"))
+    assert len(treeinfos) >= len(el9.repos) * len(ARCHES) * 3
+    for path in treeinfos:
+        productmd.treeinfo.TreeInfo().load(str(path))
+    baseos = productmd.treeinfo.TreeInfo()
+    baseos.load(str(compose / "BaseOS/x86_64/os/.treeinfo"))
+    assert baseos.stage2.mainimage == "images/install.img" and "AppStream" in baseos.variants.variants
+
+    # staging holds the compose, and its links point at it
+    staging = Path(site["RELENG_STAGING_ROOT"]) / "mirror/pub/rocky"
+    staged = staging / "9.7"
+    assert (staged / "metadata" / "COMPOSE_ID").read_text() == top.name
+    diff = _run_cmd(["diff", "-r", "--no-dereference", str(compose), str(staged)])
+    assert diff.returncode == 0, diff.stdout[-2000:]
+    assert os.readlink(staging / "latest-9") == "9.7"
+
+
+def test_unclosed_repo_dooms_the_compose_before_isos_and_staging(airflow_db, site, monkeypatch, tmp_path, capfd):
+    config = tmp_path / "releases"
+    shutil.copytree(ROOT / "config" / "releases", config)
+    profile = yaml.safe_load((config / "el9.yaml").read_text())
+    profile["repoclosure"]["AppStream"] = []  # AppStream needs BaseOS's libfoo and /bin/sh
+    (config / "el9.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    monkeypatch.setenv("RELENG_CONFIG_DIR", str(config))
+    compose_root = Path(site["RELENG_COMPOSE_ROOT"]) / "9"
+    compose_root.mkdir(parents=True)
+    previous = compose_root / "Rocky-9.7-20250101.000000"
+    previous.mkdir()
+    (compose_root / "latest-Rocky-9").symlink_to(previous.name)
+
+    dr, states = _run({"release": "el9", "arches": ["aarch64"], "full_run": False})
+    assert dr.state == "failed"
+    log = capfd.readouterr()
+    assert "libfoo >= 1.0" in log.out + log.err and "/bin/sh" in log.out + log.err  # the unresolved deps are listed
+    assert "failed" in states["repoclosure"]
+    assert states["build_dvd_iso"] == ["upstream_failed"] and states["pull_unpack_tree"] == ["upstream_failed"]
+    assert states["finalize_compose"] == ["failed"] and states["sync_to_staging"] == ["upstream_failed"]
+    top = next(p for p in compose_root.iterdir() if p.name.startswith("Rocky-9.7-") and p != previous)
+    assert (top / "STATUS").read_text().strip() == "DOOMED"
+    assert os.readlink(compose_root / "latest-Rocky-9") == previous.name
+    assert not list((top / "compose").glob("isos/*/*.iso"))
+    assert not any(Path(site["RELENG_STAGING_ROOT"]).iterdir())
