@@ -163,3 +163,23 @@ def test_unclosed_repo_dooms_the_compose_before_isos_and_staging(airflow_db, sit
     assert os.readlink(compose_root / "latest-Rocky-9") == previous.name
     assert not list((top / "compose").glob("isos/*/*.iso"))
     assert not any(Path(site["RELENG_STAGING_ROOT"]).iterdir())
+
+
+def test_second_compose_links_unchanged_packages(airflow_db, site):
+    conf = {"release": "el9", "arches": ["aarch64"], "full_run": False, "repoclosure": False, "extra_isos": []}
+    first_run, states = _run(conf)
+    assert first_run.state == "success", json.dumps(states, indent=1)
+    root = Path(site["RELENG_COMPOSE_ROOT"]) / "9"
+    first = (root / "latest-Rocky-9").resolve()
+    second_run, states = _run(conf)
+    assert second_run.state == "success", json.dumps(states, indent=1)
+    second = (root / "latest-Rocky-9").resolve()
+    assert second != first
+    synced = [ti.xcom_pull(task_ids="sync_repos", map_indexes=ti.map_index)
+              for ti in second_run.get_task_instances() if ti.task_id == "sync_repos"]
+    assert synced and sum(r["downloaded"] for r in synced) == 0
+    assert sum(r["linked"] for r in synced) == sum(r["packages"] for r in synced) > 0
+    rpms = sorted((first / "compose").rglob("*.rpm"))
+    assert rpms
+    for rpm in rpms:
+        assert os.path.samefile(rpm, second / rpm.relative_to(first))
