@@ -14,8 +14,8 @@ The SOP's "full compose" of one release, as one run:
 3. **pull_unpack_tree** fetches each arch's tarball by its exact key, verifies and unpacks it, and
    merges the installer tree into `BaseOS/<arch>/os` and `kickstart`.
 4. **build_dvd_iso** per arch and image (xorriso replaying lorax's boot.iso, implantisomd5).
-5. **pull_cloud_images** per arch and type (failable: a missing image makes the compose
-   `FINISHED_INCOMPLETE`, not `DOOMED`).
+5. **pull_cloud_images** per arch and type. A deliverable the profile marks `failable` (cloud images
+   in the shipped profiles) makes the compose `FINISHED_INCOMPLETE` when it fails, not `DOOMED`.
 6. **finalize_compose** writes checksums, `composeinfo.json`/`images.json`, `STATUS`, and moves
    `latest-<Short>-<profile>` only for a finished compose. Any required failure → `DOOMED`.
 7. **sync_to_staging** rsyncs the compose into `mirror/pub/<short>/<X.Y>[-RC]` of
@@ -115,7 +115,7 @@ with DAG(
 
     finalize = FinalizeComposeOperator(
         task_id="finalize_compose", trigger_rule=TriggerRule.ALL_DONE, retries=0,
-        watched=WORK_TASKS, failable=("pull_cloud_images",),
+        watched=WORK_TASKS, deliverables={"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"},
     )
     staging = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", outlets=[STAGING_ASSET])
 

@@ -41,7 +41,8 @@ def test_all_problems_in_one_message(el9):
 
 def test_plan_for_two_arches(el9):
     plan = plan_compose(el9, validate_params(el9, {"arches": ["x86_64", "aarch64"]}))
-    assert {"repo": "all", "arch": "i686", "kind": "os"} in plan.reposync
+    assert {"repo": "all", "arch": "i686", "kind": "os", "primary": False} in plan.reposync
+    assert {"repo": "BaseOS", "arch": "x86_64", "kind": "os", "primary": True} in plan.reposync
     assert {"repo": "BaseOS", "arch": "src", "kind": "source"} in plan.reposync
     assert {"repo": "BaseOS", "arch": "aarch64", "kind": "debug"} in plan.reposync
     assert not any(i["arch"] in ("ppc64le", "s390x") for i in plan.reposync)
@@ -73,7 +74,8 @@ def test_status_and_latest_link(el9, tmp_path):
     compose.move_latest_link(second)
     assert first.latest_link.resolve() == second.top
     assert not list(first.major_dir.glob(".*.tmp"))
-    compose.start_compose(second)  # a rerun keeps the status it reached
+    compose.write_status(second, "DOOMED")
+    compose.start_compose(second)  # a cleared and rerun compose starts over
     assert compose.read_status(second) == "STARTED"
     with pytest.raises(ValueError, match="unknown compose status"):
         compose.write_status(second, "DONE")
@@ -101,3 +103,23 @@ def test_outcome():
     doomed = {**optional, "repoclosure_2": "failed", "build_dvd_iso_0": "upstream_failed"}
     outcome = compose_outcome(doomed, ["pull_cloud_images"], tasks)
     assert outcome.status == "DOOMED" and outcome.failed_required == ("build_dvd_iso_0", "repoclosure_2")
+
+
+def test_failable_deliverables_come_from_the_profile(el9):
+    import dataclasses
+
+    plan = plan_compose(el9, validate_params(el9, {"arches": ["x86_64", "aarch64"]}))
+    tasks = {"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"}
+    keys = compose.failable_keys(el9, plan, tasks)
+    assert keys == {f"pull_cloud_images_{i}" for i in range(len(plan.cloud))}  # el9: every cloud image, no DVD
+    strict = dataclasses.replace(el9, cloud_images={**el9.cloud_images, "EC2": dataclasses.replace(
+        el9.cloud_images["EC2"], failable=False)}, iso_images={**el9.iso_images, "dvd": dataclasses.replace(
+        el9.iso_images["dvd"], failable=True)})
+    keys = compose.failable_keys(strict, plan, tasks)
+    ec2 = [i for i, item in enumerate(plan.cloud) if item["image_type"] == "EC2"]
+    assert ec2 and not any(f"pull_cloud_images_{i}" in keys for i in ec2)
+    assert {"build_dvd_iso_0", "build_dvd_iso_1"} <= keys
+    states = {f"pull_cloud_images_{ec2[0]}": "failed", "build_dvd_iso_1": "failed"}
+    outcome = compose_outcome(states, keys, tasks)
+    assert outcome.status == "DOOMED" and outcome.failed_required == (f"pull_cloud_images_{ec2[0]}",)
+    assert compose_outcome({"build_dvd_iso_1": "failed"}, keys, tasks).status == "FINISHED_INCOMPLETE"

@@ -173,7 +173,7 @@ def test_identifiers_and_references(tmp_path):
     data["cloud_images"]["EC2"]["arches"] = ["riscv64"]
     data["extra_files"]["files"].append("../../etc/passwd")
     problems = _problems(tmp_path, data)
-    assert problems["checksum"] == "'md5' is not supported; use one of sha256, sha512"
+    assert problems["checksum"] == "'md5' is not supported; use one of sha256"
     assert problems["build_system.project_id"].startswith("'not-a-uuid' is not a UUID")
     assert "must be a key file name" in problems["gpg_keys[0]"]
     assert "must be a key file name" in problems["gpg_keys[1]"]

@@ -87,7 +87,7 @@ def plan_compose(profile: ReleaseProfile, params: ComposeParams) -> ComposePlan:
     reposync = []
     for repo in profile.repos:
         for arch in profile.repo_arches(repo.id, params.arches):
-            reposync.append({"repo": repo.id, "arch": arch, "kind": "os"})
+            reposync.append({"repo": repo.id, "arch": arch, "kind": "os", "primary": arch in params.arches})
             if params.full_run:
                 reposync.append({"repo": repo.id, "arch": arch, "kind": "debug"})
         if params.full_run:
@@ -120,8 +120,8 @@ def start_compose(layout: ComposeLayout) -> Path | None:
         path.mkdir(parents=True, exist_ok=True)
     _atomic_write(layout.metadata / "COMPOSE_ID", layout.compose_id)
     _atomic_write(layout.top / "COMPOSE_ID", layout.compose_id)
-    if read_status(layout) is None:
-        write_status(layout, "STARTED")
+    # a cleared and rerun compose is being rewritten: whatever it reached before no longer holds
+    write_status(layout, "STARTED")
     return previous
 
 
@@ -177,15 +177,35 @@ def _task_of(key: str, task_ids: Iterable[str]) -> str:
     return key
 
 
+def failable_keys(profile: ReleaseProfile, plan: ComposePlan, tasks: Mapping[str, str]) -> set[str]:
+    """State keys (``task_<map_index>``) of the deliverables the profile marks failable.
+
+    ``tasks`` maps a mapped task id to the plan list it runs over (``{"pull_cloud_images": "cloud"}``);
+    the map index is the item's position in that list.
+    """
+    keys = set()
+    for task_id, kind in tasks.items():
+        for index, item in enumerate(getattr(plan, kind)):
+            spec = profile.cloud_images[item["image_type"]] if kind == "cloud" else profile.iso_images[item["image"]]
+            if spec.failable:
+                keys.add(f"{task_id}_{index}")
+    return keys
+
+
 def compose_outcome(states: Mapping[str, str], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
     """STATUS from the run's task states, as Airflow reports them (``task`` or ``task_<map_index>``):
     a failed required task dooms the compose; a failed failable deliverable makes it FINISHED_INCOMPLETE.
+    ``failable`` holds task ids (every instance may fail) or single state keys.
     """
     optional = set(failable)
     task_ids = list(task_ids)
     failed = sorted(k for k, state in states.items() if state in FAILED_STATES)
-    failed_optional = tuple(k for k in failed if _task_of(k, task_ids) in optional)
-    failed_required = tuple(k for k in failed if _task_of(k, task_ids) not in optional)
+
+    def is_optional(key: str) -> bool:
+        return key in optional or _task_of(key, task_ids) in optional
+
+    failed_optional = tuple(k for k in failed if is_optional(k))
+    failed_required = tuple(k for k in failed if not is_optional(k))
     if failed_required:
         return Outcome("DOOMED", failed_required, failed_optional)
     return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)

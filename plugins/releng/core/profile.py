@@ -19,7 +19,8 @@ import yaml
 
 from releng.core.arches import MULTILIB_ARCHES, PRIMARY_ARCHES
 
-CHECKSUM_TYPES = ("sha256", "sha512")
+# The checksum files, images.json and .treeinfo are written with SHA-256; other types are refused, not half-done.
+CHECKSUM_TYPES = ("sha256",)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REVISION_RE = re.compile(r"^\d+\.\d+$")

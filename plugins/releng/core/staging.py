@@ -3,9 +3,11 @@
 Staging is web-served (``/stg``), so the order is the production one: payload
 (everything but repodata), then repodata data files, then ``repomd.xml`` and
 its signature (each rename atomic; the old data files are still there, so the
-old repomd stays valid until it is replaced), then deletions. The flags are
-``releng.core.rsync.TREE_FLAGS``; the old scripts' "delete staging metadata
-first" window (sync.md §2.1 step 4) does not exist here.
+old repomd stays valid until it is replaced). Nothing is deleted: the release
+directory also holds the packages ``general_updates`` published after earlier
+composes, which must stay installable (sync.md §2.3 stages without delete too).
+The flags are ``releng.core.rsync.TREE_FLAGS``; the old scripts' "delete
+staging metadata first" window (sync.md §2.1 step 4) does not exist here.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from pathlib import Path
 from releng.core.layout import ReleaseTrees
 from releng.core.rsync import OUT_FORMAT, TREE_FLAGS, RsyncError
 
-STEPS = ("payload", "repodata", "repomd", "deletions")
+STEPS = ("payload", "repodata", "repomd")
 _FILTERS: dict[str, tuple[str, ...]] = {
     "payload": ("--exclude=repodata/",),
     "repodata": ("--include=*/", "--exclude=repodata/repomd.xml*", "--include=repodata/***", "--exclude=*",
                  "--prune-empty-dirs"),
     "repomd": ("--include=*/", "--include=repodata/repomd.xml*", "--exclude=*", "--prune-empty-dirs"),
-    "deletions": ("--delete", "--existing", "--ignore-existing"),
 }
 
 

@@ -47,7 +47,8 @@ class CloudImagePullOperator(BaseOperator):
     upload epoch) compared as numbers; downloads through S3Hook into ``work/images/<arch>/``; checks
     the object's ``sha256`` metadata (an object without it fails: unverifiable images are not
     published); writes ``.CHECKSUM`` files and the ``latest`` links. A missing variant, a missing or
-    wrong checksum fail without retry; the DAG lists this task as failable when the profile says so.
+    wrong checksum fail without retry; finalize_compose treats a failure as FINISHED_INCOMPLETE
+    when the profile marks the type ``failable``.
     Returns ``{"arch", "type", "files"}``.
 
     :param arch: the arch (templated)

@@ -68,10 +68,10 @@ def plan_items(summary: dict, kind: str) -> list[dict]:
     run = compose.ComposeParams(tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
                                 tuple(summary["images"]), summary["full_run"])
     plan = compose.plan_compose(profile, run)
-    if kind == "kickstart":
+    if kind == "kickstart":  # primary arches only: multilib i686 has os and debug trees (empanadas §3)
         return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
-                for i in plan.reposync if i["kind"] == "os" and run.full_run]
-    return [{**item, "summary": summary} for item in getattr(plan, kind)]
+                for i in plan.reposync if i["kind"] == "os" and i["primary"] and run.full_run]
+    return [{k: v for k, v in item.items() if k != "primary"} | {"summary": summary} for item in getattr(plan, kind)]
 
 
 class PlanWorkOperator(BaseOperator):
@@ -195,15 +195,16 @@ class FinalizeComposeOperator(BaseOperator):
     staging never sees the compose); failed tasks listed in ``failable`` make it FINISHED_INCOMPLETE.
     The latest link moves only for a finished compose.
 
-    :param failable: task ids whose failure leaves the compose usable (e.g. cloud image pulls)
+    :param deliverables: mapped task id -> the plan list it runs over, for the deliverables the profile
+        may mark ``failable`` (``{"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"}``)
     :param watched: task ids whose states decide the outcome (the compose's work tasks)
     """
 
     template_fields = ()
 
-    def __init__(self, *, failable: Iterable[str] = (), watched: Iterable[str] = (), **kwargs):
+    def __init__(self, *, deliverables: dict[str, str] | None = None, watched: Iterable[str] = (), **kwargs):
         super().__init__(**kwargs)
-        self.failable = tuple(failable)
+        self.deliverables = dict(deliverables or {})
         self.watched = tuple(watched)
 
     def execute(self, context: Context) -> dict:
@@ -214,15 +215,23 @@ class FinalizeComposeOperator(BaseOperator):
         layout = layout_of(summary)
         run_id = context["dag_run"].run_id
         states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})
-        outcome = compose.compose_outcome(states, self.failable, self.watched)
+        plan = compose.plan_compose(layout.profile, compose.ComposeParams(
+            tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
+            tuple(summary["images"]), summary["full_run"]))
+        failable = compose.failable_keys(layout.profile, plan, self.deliverables)
+        outcome = compose.compose_outcome(states, failable, self.watched)
         if outcome.status == "DOOMED":
             compose.write_status(layout, "DOOMED")
             raise AirflowFailException(
                 f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
                 f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
             )
-        records = self._publish(layout, summary["arches"], summary["rc"])
-        self._write_metadata(layout, summary, records)
+        try:
+            records = self._publish(layout, summary["arches"], summary["rc"])
+            self._write_metadata(layout, summary, records)
+        except Exception as exc:
+            compose.write_status(layout, "DOOMED")  # never leave a compose STARTED after its last task failed
+            raise AirflowFailException(f"compose {layout.compose_id} is DOOMED: finalizing failed: {exc}") from exc
         compose.write_status(layout, outcome.status)
         compose.move_latest_link(layout)
         if outcome.failed_optional:
@@ -336,9 +345,10 @@ class FinalizeComposeOperator(BaseOperator):
 class SyncToStagingOperator(BaseOperator):
     """rsync a finished compose into its staging release directory, point the staging links, emit the asset.
 
-    Steps (``releng.core.staging``): payload, repodata files, repomd.xml, deletions; the staging dir
-    mirrors the compose afterwards. The staging asset event's extra names the release, rc, staging dir
-    and compose, which ``promote_to_production`` reads. Runs in the ``rsync`` pool.
+    Steps (``releng.core.staging``): payload, repodata files, repomd.xml; nothing is deleted, because
+    updates published into the same release directory must stay. The staging asset event's extra names
+    the release, rc, staging dir and compose, which ``promote_to_production`` reads. Runs in the ``rsync``
+    pool.
     """
 
     def execute(self, context: Context) -> dict:

@@ -4,11 +4,12 @@ Both backends run ``include/lorax/build-lorax.sh`` with the options of
 :func:`releng.core.lorax.lorax_options` and return the same XCom:
 ``{"arch", "key", "sha256", "size"}`` (the exact S3 key of the uploaded tarball).
 
-DAG wiring (``items`` is the list of ``{"arch", "summary"[, "epoch"]}`` that prepare_compose pushes
-under the ``lorax`` key; the S3 epoch defaults to the compose id's time, so every arch of a run
-shares it and a retry overwrites the same key)::
+DAG wiring (``items`` is the list of ``{"arch", "summary"[, "epoch"]}`` that the ``plan.lorax`` task
+returns; the S3 epoch defaults to the compose id's time, so every arch of a run shares it and a
+retry overwrites the same key). The backend is chosen when the DAG file is parsed, so the
+dag-processor must carry the same ``RELENG_LORAX_BACKEND`` as the workers::
 
-    build_lorax = lorax_task(XComArg(prepare, key="lorax"))
+    build_lorax = lorax_task(plan["lorax"].output)
 """
 
 from __future__ import annotations
