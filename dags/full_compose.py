@@ -13,7 +13,8 @@ The SOP's "full compose" of one release, as one run:
      `RELENG_LORAX_BACKEND=local`), uploading the tarball to S3.
 3. **pull_unpack_tree** fetches each arch's tarball by its exact key, verifies and unpacks it, and
    merges the installer tree into `BaseOS/<arch>/os` and `kickstart`.
-4. **build_dvd_iso** per arch and image (xorriso replaying lorax's boot.iso, implantisomd5).
+4. **deploy_extra_files** fetches the profile's EULA, LICENSE, keys...; **build_dvd_iso** per arch
+   and image (xorriso replaying lorax's boot.iso, implantisomd5, the extra files grafted on).
 5. **pull_cloud_images** per arch and type. A deliverable the profile marks `failable` (cloud images
    in the shipped profiles) makes the compose `FINISHED_INCOMPLETE` when it fails, not `DOOMED`.
 6. **finalize_compose** writes checksums, `composeinfo.json`/`images.json`, `STATUS`, and moves
@@ -36,6 +37,7 @@ from releng.core.settings import settings
 from releng.operators.cloud import CloudImagePullOperator
 from releng.operators.compose import (
     PLAN_KINDS,
+    DeployExtraFilesOperator,
     FinalizeComposeOperator,
     KickstartTreeOperator,
     PlanWorkOperator,
@@ -51,8 +53,9 @@ from releng.operators.reposync import RepoSyncOperator
 from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
 
 RELEASES = profile_names(settings().config_dir)
-WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "sync_repos", "make_kickstart_trees",
-              "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso", "pull_cloud_images")
+WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
+              "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
+              "pull_cloud_images")
 
 with DAG(
     dag_id="full_compose",
@@ -83,6 +86,7 @@ with DAG(
     with TaskGroup("plan", tooltip="the compose's work lists, one per mapped task"):
         plan = {kind: PlanWorkOperator(task_id=kind, kind=kind, retries=0) for kind in PLAN_KINDS}
     prepare >> list(plan.values())
+    extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files")
 
     sync_repos = RepoSyncOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
@@ -121,4 +125,5 @@ with DAG(
 
     sync_repos >> kickstart >> closure
     [closure, build_lorax] >> unpack >> dvd
+    prepare >> extra_files >> dvd
     [dvd, cloud] >> finalize >> staging

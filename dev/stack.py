@@ -332,7 +332,7 @@ def releng_settings(stack_dir: Path, peridot_url: str, key_dir: Path) -> dict[st
 def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 18333, airflow_port: int = 8080,
           with_airflow: bool = True, log: Callable[[str], None] = print) -> Stack:
     """Start the whole stack; on any failure, stop what was started and re-raise."""
-    from dev import buildsystem
+    from dev import buildsystem, extrafiles
 
     stack_dir = Path(stack_dir).resolve()
     old = Stack.load(stack_dir)
@@ -342,6 +342,7 @@ def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 1833
     logs = stack_dir / "logs"
     profiles = [load_profile(p) for p in profile_paths(CHECKOUT / "config" / "releases")]
     fixture = buildsystem.build(stack_dir / "buildsystem", profiles, log=log)
+    extra_git = extrafiles.build(stack_dir / "git", profiles, fixture.key_dir)
     stack = Stack(str(stack_dir), {}, {})
     try:
         service, _ = start_buildsystem(fixture.root, port_or_free(buildsystem_port), logs / "buildsystem.log")
@@ -353,6 +354,7 @@ def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 1833
         seed_s3(s3_client(service.url, s3dir), BUCKET, profiles, log=log)
         log(f"s3: {service.url} (bucket {BUCKET})")
         stack.settings = releng_settings(stack_dir, stack.services[0].url, fixture.key_dir)
+        stack.settings["RELENG_EXTRA_FILES_GIT"] = f"file://{extra_git}"
         for root in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT"):
             Path(stack.settings[root]).mkdir(parents=True, exist_ok=True)
         stack.settings["AIRFLOW_CONN_RELENG_S3"] = s3_connection(service.url, s3dir)

@@ -100,10 +100,11 @@ def site(tmp_path, monkeypatch, buildsystem_server, fixture_buildsystem, s3_serv
     a fresh bucket on SeaweedFS holding the el9 fixture cloud images, the local lorax backend."""
     import uuid
 
-    from dev import stack
+    from dev import extrafiles, stack
 
     url, datadir = s3_server
     bucket = f"releng-{uuid.uuid4().hex[:12]}"
+    extra_git = extrafiles.build(tmp_path / "git", [el9], fixture_buildsystem.key_dir)
     stack.seed_s3(stack.s3_client(url, datadir), bucket, [el9], arches=["x86_64", "aarch64"], log=lambda _m: None)
     env = {
         "RELENG_CONFIG_DIR": str(ROOT / "config" / "releases"),
@@ -117,6 +118,7 @@ def site(tmp_path, monkeypatch, buildsystem_server, fixture_buildsystem, s3_serv
         "RELENG_APPROVERS": "approver",
         "RELENG_GPG_KEY_DIR": str(fixture_buildsystem.key_dir),
         "AIRFLOW_CONN_RELENG_S3": stack.s3_connection(url, datadir),
+        "RELENG_EXTRA_FILES_GIT": f"file://{extra_git}",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -64,6 +64,7 @@ PRODUCTION_SETTINGS = {
     "RELENG_GNUPGHOME": "",
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
+    "RELENG_EXTRA_FILES_GIT": "",
 }
 DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
 PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}

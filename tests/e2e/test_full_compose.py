@@ -61,9 +61,12 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
     # every package of every synced tree is present and matches its repodata, and is the build system's
     for repo in el9.repos:
         for arch in el9.repo_arches(repo.id, ARCHES):
-            for kind, tree in (("os", compose / repo.dir / arch / "os"),
-                               ("debug", compose / repo.dir / arch / "debug" / "tree"),
-                               ("kickstart", compose / repo.dir / arch / "kickstart")):
+            trees = [("os", compose / repo.dir / arch / "os"), ("debug", compose / repo.dir / arch / "debug" / "tree")]
+            if arch in ARCHES:  # multilib i686 gets os and debug trees only (empanadas §3)
+                trees.append(("kickstart", compose / repo.dir / arch / "kickstart"))
+            else:
+                assert not (compose / repo.dir / arch / "kickstart").exists()
+            for kind, tree in trees:
                 report = verify_tree(tree)
                 assert report.ok and report.packages, (tree, report.problems(5))
                 if kind == "os":
@@ -103,6 +106,8 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
                                         gpgcheck=False))
         closure = _run_cmd(repoclosure_argv(ws, "AppStream", ["BaseOS", "AppStream"], arch, major=9, disttag="el9"))
         assert closure.returncode == 0, closure.stdout + closure.stderr
+        listing = _run_cmd(["xorriso", "-indev", str(dvd), "-find", "/", "-maxdepth", "1", "-type", "f"]).stdout
+        assert "'/EULA'" in listing and "'/RPM-GPG-KEY-Rocky-9'" in listing  # the profile's extra files
         images = compose / "images" / arch
         assert _run_cmd(["sha256sum", "-c", "--strict", "CHECKSUM"], cwd=images).returncode == 0
         assert (images / f"Rocky-9-GenericCloud.latest.{arch}.qcow2").is_symlink()
@@ -112,6 +117,9 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
     ci = productmd.composeinfo.ComposeInfo()
     ci.load(str(metadata / "composeinfo.json"))
     assert ci.compose.id == top.name == (metadata / "COMPOSE_ID").read_text()
+    assert "fixture" in (metadata / "EULA").read_text()
+    key = "RPM-GPG-KEY-Rocky-9"
+    assert (metadata / key).read_text() == (fixture_buildsystem.key_dir / key).read_text()
     images = productmd.images.Images()
     images.load(str(metadata / "images.json"))
     dvds = [i for v in images.images.values() for a in v.values() for i in a if i.type == "dvd"]

@@ -109,6 +109,14 @@ def test_asset_event_chooses_release_and_rc(staged):
     assert out["subject"].startswith("Promote el9 9.7-RC1 to production 9.7:")
 
 
+def test_asset_event_naming_another_staging_dir_is_refused(staged):
+    op = ops.PromotionReportOperator(task_id="change_report")
+    with pytest.raises(AirflowFailException, match=r"event says .*/9\.7 was staged, but el9 \(rc=True\) promotes"):
+        op.execute(_report_context({}, [{"release": "el9", "rc": True,
+                                         "staging_dir": str(staged.staging.parent / "9.7")}]))
+    assert not (staged.production_root / "mirror").exists()
+
+
 def _approval(**kw) -> ops.PromotionApprovalOperator:
     return ops.PromotionApprovalOperator(task_id="approve_promotion", subject="s", body="b", defaults="Reject",
                                          **kw)

@@ -209,13 +209,23 @@ def test_markdown_is_compact_and_truncated():
                                          "packages, 50 files deleted")
 
 
-def test_report_names_broken_staging_metadata(staged):
+def test_report_refuses_broken_or_unsigned_staging_metadata(staged, fixture_buildsystem, tmp_path):
+    from tests.promotion.conftest import fixture_signer
+
+    home, fpr = fixture_signer(fixture_buildsystem, tmp_path)
     target = promotion.resolve_target("el9", True, settings())
+    kw = {"run_id": "r", "dry_run": False, "allow_large_delete": False, "max_delete": 0.1}
+    promotion.make_report(target, signing_key=fpr, gnupghome=home, **kw)  # the fixture's repos are good
+    (staged.staging / "BaseOS" / "aarch64" / "os" / "repodata" / "repomd.xml.asc").unlink()
     primary = next((staged.staging / "BaseOS" / "x86_64" / "os" / "repodata").glob("*-primary.xml.gz"))
     primary.write_bytes(b"garbage")
-    with pytest.raises(promotion.PromotionError, match=r"primary\.xml\.gz: cannot read primary metadata.*fix the "
-                                                       r"repository in staging"):
-        promotion.make_report(target, run_id="r", dry_run=False, allow_large_delete=False, max_delete=0.1)
+    with pytest.raises(promotion.PromotionError, match=r"not fit to promote \(2 problems\); regenerate or re-sign "
+                                                       r"it in staging") as refused:
+        promotion.make_report(target, signing_key=fpr, gnupghome=home, **kw)
+    assert "BaseOS/aarch64/os/repodata/repomd.xml.asc: missing; signing is on" in str(refused.value)
+    assert f"repodata/{primary.name} is 7 bytes, repomd.xml says" in str(refused.value)
+    with pytest.raises(promotion.PromotionError, match=r"\(1 problems\)"):
+        promotion.make_report(target, **kw)  # without a signing key only the broken primary counts
 
 
 def test_profile_without_a_revision_is_refused(trees, tmp_path, monkeypatch):

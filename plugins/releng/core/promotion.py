@@ -54,7 +54,7 @@ from releng.core.settings import Settings
 
 RECORD_VERSION = 1
 STATE_DIR = ".releng"
-INDEX_NAMES = frozenset({".treeinfo", ".discinfo", "CHECKSUM", "media.repo"})
+METADATA_NAMES = frozenset({".treeinfo", ".discinfo", "CHECKSUM", "media.repo"})
 MARKDOWN_ROWS = 40
 MARKDOWN_PACKAGES = 25
 Log = Callable[[str], None]
@@ -155,6 +155,15 @@ def release_from_run(params: Mapping, event_extras: Sequence[Mapping]) -> tuple[
     return str(release), rc
 
 
+def check_event_staging_dir(target: PromotionTarget, event_extras: Sequence[Mapping]) -> None:
+    """The latest staging Asset event, when it names its staging directory, must name the one promoted."""
+    named = event_extras[-1].get("staging_dir") if event_extras else None
+    if named and os.path.realpath(named) != os.path.realpath(target.staging_dir):
+        raise PromotionError(f"the staging Asset event says {named} was staged, but {target.release} "
+                             f"(rc={target.rc}) promotes {target.staging_dir}; the DAG that staged it and this one "
+                             "disagree on the RELENG_STAGING_ROOT setting or the release directory")
+
+
 def resolve_target(release: str, rc: bool, cfg: Settings) -> PromotionTarget:
     """Check the release and both directories before anything touches a tree."""
     known = profile_names(cfg.config_dir)
@@ -249,7 +258,7 @@ def phase_of(path: str) -> str:
         return "index" if name.startswith("repomd.xml") else "metadata"
     if name == "repodata":
         return "metadata"
-    if name in INDEX_NAMES or name.startswith("CHECKSUM") or name.endswith(".CHECKSUM"):
+    if name in METADATA_NAMES or name.startswith("CHECKSUM") or name.endswith(".CHECKSUM"):
         return "metadata"
     return "payload"
 
@@ -291,8 +300,14 @@ class _RepoIndex:
 
 
 def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_large_delete: bool,
-                max_delete: float, log: Log = _quiet) -> dict:
-    """Compare staging with production and describe the promotion; nothing is written."""
+                max_delete: float, signing_key: str = "", gnupghome: Path | None = None,
+                log: Log = _quiet) -> dict:
+    """Compare staging with production and describe the promotion; neither tree is written.
+
+    The staging repositories whose metadata changed are verified first (named
+    files, checksums, and the signature when ``signing_key`` is set): broken or
+    unsigned metadata is refused before anyone is asked to approve it.
+    """
     staging, production = target.staging_dir, target.production_dir
     with production_lock(target.state, exclusive=False, holder=run_id, log=log):
         result = rsync.run(rsync.dry_run_argv(staging, production), source_root=staging, log=log,
@@ -321,6 +336,7 @@ def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_la
     totals = _totals(items)
     bound = delete_bound(result.stats, totals["deletions"]["files"], max_delete, allow_large_delete,
                          production_exists=production.is_dir())
+    _verify_changed_staging(target, _changed_repos(items), signing_key, gnupghome, log)
     repos = _repo_changes(target, items, log)
     record = {
         "version": RECORD_VERSION, "run_id": run_id, "created_at": utc_now(), **target.as_dict(),
@@ -378,6 +394,36 @@ def check_delete_bound(record: Mapping) -> None:
             "again with allow_large_delete=true")
 
 
+def _changed_repos(items: Iterable[dict]) -> set[str]:
+    """Repositories whose repomd.xml the promotion copies or deletes."""
+    return {p.rsplit("/repodata/", 1)[0] if "/repodata/" in p else "."
+            for p in (i["path"] for i in items) if p.endswith("repodata/repomd.xml")}
+
+
+def _verify_changed_staging(target: PromotionTarget, repos: set[str], signing_key: str, gnupghome: Path | None,
+                            log: Log) -> None:
+    present = sorted(r for r in repos if (target.staging_dir / r / "repodata" / "repomd.xml").is_file())
+    if not present:
+        return
+    problems: list[str] = []
+    cache = repoverify.VerifyCache(None)
+    checker = repoverify.SignatureChecker(signing_key, gnupghome) if signing_key else None
+    try:
+        for rel in present:
+            problems += repoverify.verify_repo(target.staging_dir / rel, cache)[0]
+            if checker is not None and (bad := checker.problem(target.staging_dir / rel / "repodata" / "repomd.xml")):
+                problems.append(bad)
+    finally:
+        if checker is not None:
+            checker.close()
+    if problems:
+        shown = "\n".join(problems[:30])
+        raise PromotionError(f"staging metadata is not fit to promote ({len(problems)} problems); regenerate or "
+                             f"re-sign it in staging, then trigger the promotion again:\n{shown}")
+    log(f"verified the metadata of {len(present)} changed staging repositories"
+        f"{' and their signatures' if checker else ''}")
+
+
 def _repo_changes(target: PromotionTarget, items: list[dict], log: Log) -> dict:
     index = _RepoIndex(target.staging_dir, target.production_dir)
     repos: dict[str, dict] = {}
@@ -391,8 +437,7 @@ def _repo_changes(target: PromotionTarget, items: list[dict], log: Log) -> dict:
         elif i["type"] != "d":
             bucket["files"] += 1
             bucket["bytes"] += i["size"] if i["code"].startswith(">f") else 0
-    changed_metadata = {p.rsplit("/repodata/", 1)[0] if "/repodata/" in p else "."
-                        for p in (i["path"] for i in items) if p.endswith("repodata/repomd.xml")}
+    changed_metadata = _changed_repos(items)
     for rel, info in sorted(repos.items()):
         diff = repoverify.PackageChanges()
         if rel in changed_metadata:
@@ -623,10 +668,12 @@ _RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 
 
 def _remove_rsync_leftovers(target: PromotionTarget, items: list[dict]) -> int:
-    """Remove the half-written temp files (``.<name>.XXXXXX``) a killed rsync left for this phase's files.
+    """Remove what a killed rsync left for this phase's files; returns how many entries went.
 
-    Only names rsync would have used for a file of this phase, and only when
-    staging has no such file, so a rerun of the phase leaves production clean.
+    That is half-written temp files (``.<name>.XXXXXX``) named after a file of
+    this phase that staging does not have, and ``.~tmp~`` directories
+    (``--delay-updates``) left empty, so a rerun of the phase leaves production
+    equal to staging. The directories' mtimes are given back staging's.
     """
     by_dir: dict[str, set[str]] = {}
     for i in items:
@@ -634,8 +681,10 @@ def _remove_rsync_leftovers(target: PromotionTarget, items: list[dict]) -> int:
             parent, _, name = i["path"].rpartition("/")
             by_dir.setdefault(parent, set()).add(name)
     removed = 0
+    touched: set[str] = set()
     for parent, names in by_dir.items():
-        for base in (parent, f"{parent}/.~tmp~" if parent else ".~tmp~"):
+        delayed = f"{parent}/.~tmp~" if parent else ".~tmp~"
+        for base in (parent, delayed):
             directory = target.production_dir / base if base else target.production_dir
             try:
                 entries = os.listdir(directory)
@@ -643,15 +692,25 @@ def _remove_rsync_leftovers(target: PromotionTarget, items: list[dict]) -> int:
                 continue
             for entry in entries:
                 m = _RSYNC_TEMP.match(entry)
-                if not m or m.group("name") not in names:
+                if not m or m.group("name") not in names or os.path.lexists(target.staging_dir / parent / entry):
                     continue
-                if os.path.lexists(target.staging_dir / parent / entry):
-                    continue
-                path = directory / entry
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    os.unlink(path)
+                if stat.S_ISREG(os.lstat(directory / entry).st_mode):
+                    os.unlink(directory / entry)
                     removed += 1
+                    touched.add(base)
+        leftover = target.production_dir / delayed
+        if not os.path.lexists(target.staging_dir / delayed) and leftover.is_dir() and not any(leftover.iterdir()):
+            leftover.rmdir()
+            removed += 1
+            touched.add(parent)
+    _copy_dir_times(target, touched)
     return removed
+
+
+def _deletion_order(item: dict) -> tuple:
+    """repomd.xml (and its signature) first, so a repository being removed disappears before its files;
+    then deepest first, so directories are empty when their turn comes."""
+    return (phase_of(item["path"]) != "index", -item["path"].count("/"), item["path"])
 
 
 def _delete(target: PromotionTarget, items: list[dict], log: Log) -> dict:
@@ -661,7 +720,7 @@ def _delete(target: PromotionTarget, items: list[dict], log: Log) -> dict:
     counts = {"files": 0, "dirs": 0, "bytes": 0, "kept": 0, "already_gone": 0}
     parents: set[str] = set()
     last = time.monotonic()
-    for n, item in enumerate(sorted(items, key=lambda i: (-i["path"].count("/"), i["path"])), 1):
+    for n, item in enumerate(sorted(items, key=_deletion_order), 1):
         rel = item["path"]
         if os.path.lexists(staging / rel):
             counts["kept"] += 1

@@ -43,6 +43,7 @@ class Settings:
     gnupghome: Path | None
     promotion_max_delete: float
     approval_timeout_hours: float
+    extra_files_git: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -99,6 +100,7 @@ class Settings:
             gnupghome=Path(gnupghome) if gnupghome else None,
             promotion_max_delete=max_delete,
             approval_timeout_hours=timeout,
+            extra_files_git=get("RELENG_EXTRA_FILES_GIT"),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -150,6 +152,8 @@ DEFAULTS: dict[str, str] = {
     "RELENG_GNUPGHOME": "",
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
+    # Empty: the profiles' extra_files.git_repo. Otherwise a mirror of it (same branches and paths).
+    "RELENG_EXTRA_FILES_GIT": "",
 }
 
 

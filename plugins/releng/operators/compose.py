@@ -382,3 +382,54 @@ class SyncToStagingOperator(BaseOperator):
         context["outlet_events"][STAGING_ASSET].extra = extra
         self.log.info("staged %s into %s; links %s", layout.compose_id, dest, links)
         return {**extra, "changes": totals, "links": links}
+
+
+class DeployExtraFilesOperator(BaseOperator):
+    """Fetch the profile's extra files (EULA, LICENSE, GPG keys...) from its git repository and branch.
+
+    Every listed file must exist; they land in ``work/global/extra-files`` (grafted onto the DVDs) and
+    ``compose/metadata``, each directory replaced as a whole. ``RELENG_EXTRA_FILES_GIT`` names a mirror
+    of the repository. Empanadas only warned when the clone failed, so DVDs went out without EULA.
+    """
+
+    def execute(self, context: Context) -> dict:
+        import shutil
+        import subprocess
+        import tempfile
+
+        summary = context["ti"].xcom_pull(task_ids="prepare_compose")
+        layout = layout_of(summary)
+        extra = layout.profile.extra_files
+        if extra is None:
+            self.log.info("%s lists no extra files", layout.profile.name)
+            return {"files": 0}
+        url = settings().extra_files_git or extra.git_repo
+        dest = layout.work / "global" / "extra-files"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".extra-files-", dir=dest.parent) as tmp:
+            clone = Path(tmp) / "clone"
+            result = subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", extra.branch, "--", url,
+                                     str(clone)], capture_output=True, text=True, env={**os.environ,
+                                                                                       "GIT_TERMINAL_PROMPT": "0"})
+            if result.returncode != 0:
+                raise RuntimeError(f"git clone of {url} (branch {extra.branch}) failed: {result.stderr.strip()}; "
+                                   "check extra_files in the profile or RELENG_EXTRA_FILES_GIT")
+            missing = [rel for rel in extra.files if not (clone / rel).is_file()]
+            if missing:
+                raise AirflowFailException(f"{url} branch {extra.branch} lacks {', '.join(missing)} "
+                                           f"(listed under extra_files in {layout.profile.path})")
+            staged = Path(tmp) / "files"
+            staged.mkdir()
+            for rel in extra.files:
+                shutil.copyfile(clone / rel, staged / Path(rel).name)
+            metadata_copy = Path(tmp) / "metadata"
+            shutil.copytree(staged, metadata_copy)
+            old = Path(tmp) / "old"
+            if dest.exists():
+                dest.rename(old)
+            staged.rename(dest)
+            for path in metadata_copy.iterdir():
+                os.replace(path, layout.metadata / path.name)
+        self.log.info("%d extra files from %s (%s) in %s and %s", len(extra.files), url, extra.branch, dest,
+                      layout.metadata)
+        return {"files": len(extra.files), "source": url, "branch": extra.branch}

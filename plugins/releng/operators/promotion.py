@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from releng.assets import STAGING_ASSET
 from releng.core import promotion
 from releng.core.profile import ProfileError
+from releng.core.repoverify import RepoError
 from releng.core.settings import settings
 
 REPORT_TASK = "change_report"
@@ -78,17 +79,23 @@ class PromotionReportOperator(BaseOperator):
         cfg = settings()
         try:
             if self.release:
-                release, rc = self.release, bool(self.rc)
+                release, rc, extras = self.release, bool(self.rc), []
             else:
-                release, rc = promotion.release_from_run(params, _staging_event_extras(context))
+                extras = _staging_event_extras(context)
+                release, rc = promotion.release_from_run(params, extras)
             target = promotion.resolve_target(release, rc, cfg)
+            promotion.check_event_staging_dir(target, extras)
         except (promotion.PromotionError, ProfileError) as exc:
             raise AirflowFailException(str(exc)) from None
         self.log.info("promoting %s: %s -> %s%s", release, target.staging_dir, target.production_dir,
                       " (dry run)" if dry_run else "")
-        record = promotion.make_report(target, run_id=context["run_id"], dry_run=dry_run,
-                                       allow_large_delete=allow, max_delete=cfg.promotion_max_delete,
-                                       log=self.log.info)
+        try:
+            record = promotion.make_report(target, run_id=context["run_id"], dry_run=dry_run,
+                                           allow_large_delete=allow, max_delete=cfg.promotion_max_delete,
+                                           signing_key=cfg.repo_signing_key, gnupghome=cfg.gnupghome,
+                                           log=self.log.info)
+        except (promotion.PromotionError, RepoError) as exc:
+            raise AirflowFailException(str(exc)) from None
         path = promotion.write_record(target, record)
         self.log.info("promotion record %s (%s)", path, record["digest"])
         for item in record["items"][:200]:
