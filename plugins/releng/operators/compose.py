@@ -12,18 +12,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from releng.core import compose, metadata
 from releng.core.checksums import Checksum, parse_checksum_file, write_checksum_file
 from releng.core.layout import ComposeLayout, compose_timestamp
-from releng.core.profile import ProfileError, ReleaseProfile, find_profile
 from releng.core.settings import settings
+from releng.operators.common import load_release
 
 PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
-
-
-def load_release(name: str) -> ReleaseProfile:
-    """The validated profile, or a non-retriable failure naming every problem."""
-    try:
-        return find_profile(name, settings().config_dir)
-    except ProfileError as exc:
-        raise AirflowFailException(f"release profile {name!r} cannot be used:\n{exc}") from None
 
 
 def layout_of(summary: dict) -> ComposeLayout:

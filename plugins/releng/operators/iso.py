@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from releng.core import iso
 from releng.core.layout import ComposeLayout, LayoutError
 from releng.core.settings import settings
-from releng.operators.compose import load_release
+from releng.operators.common import load_release
 
 
 def as_bool(value: Any, what: str) -> bool:

@@ -31,8 +31,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from releng.core import lorax
 from releng.core.layout import ComposeLayout
-from releng.core.profile import ProfileError, find_profile
 from releng.core.settings import Settings, settings
+from releng.operators.common import load_release
 
 # A lorax image is several GB: a fresh node needs minutes to pull it.
 POD_STARTUP_TIMEOUT = 900
@@ -42,10 +42,7 @@ def job_for(item: dict) -> tuple[lorax.LoraxJob, ComposeLayout]:
     """The lorax job of one planned arch: ``{"arch", "summary": {release, compose_root, compose_id, rc, hashed}}``."""
     summary = item["summary"]
     s = settings()
-    try:
-        profile = find_profile(summary["release"], s.config_dir)
-    except ProfileError as exc:
-        raise AirflowFailException(f"release profile {summary['release']!r} cannot be used:\n{exc}") from None
+    profile = load_release(summary["release"])
     layout = ComposeLayout(profile, Path(summary["compose_root"]), summary["compose_id"])
     epoch = item.get("epoch") or lorax.compose_epoch(layout.compose_id)
     try:

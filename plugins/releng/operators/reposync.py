@@ -49,7 +49,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from releng.core import dnf
 from releng.core.layout import LayoutError, safe_part
-from releng.core.profile import ProfileError, ReleaseProfile, find_profile
+from releng.core.profile import ReleaseProfile
 from releng.core.repodata import (
     REPOMD,
     RepodataError,
@@ -71,31 +71,13 @@ from releng.core.repodata import (
     unverified_signatures,
     verify_tree,
 )
-from releng.core.settings import Settings, SettingsError, settings
+from releng.core.settings import Settings
+from releng.operators.common import load_release, site_settings
 
 OUTPUT_TAIL = 25
 
 
 # --- helpers shared with the repoclosure operator ---------------------------------------------
-
-
-def site_settings() -> Settings:
-    try:
-        return settings()
-    except SettingsError as exc:
-        raise AirflowFailException(f"site settings are invalid: {exc}") from None
-
-
-def load_release(name: str) -> ReleaseProfile:
-    """The release profile ``name`` from RELENG_CONFIG_DIR; a bad or unknown profile fails the task for good."""
-    config_dir = site_settings().config_dir
-    try:
-        return find_profile(name, config_dir)
-    except ProfileError as exc:
-        raise AirflowFailException(
-            f"release profile {name!r} cannot be used (RELENG_CONFIG_DIR={config_dir}):\n{exc}\n"
-            "Fix the profile (python -m releng validate) or choose another release."
-        ) from None
 
 
 def checked_part(value: str, what: str) -> str:

@@ -24,8 +24,8 @@ from botocore.exceptions import ClientError
 from releng.core import lorax, s3keys, tarsafe, treeinfo
 from releng.core.checksums import checksum, file_digest, write_checksum_file
 from releng.core.layout import ComposeLayout, LayoutError
-from releng.core.profile import ProfileError, find_profile
 from releng.core.settings import settings
+from releng.operators.common import load_release
 
 PROGRESS_EVERY = 15.0  # seconds between download progress lines
 SKIPPED_TOP_DIRS = ("Packages", "repodata")  # the repo's own content; an installer tree never replaces it
@@ -117,11 +117,11 @@ class PullUnpackTreeOperator(BaseOperator):
 
     def _layout(self) -> ComposeLayout:
         s = settings()
+        profile = load_release(self.release)
         try:
-            profile = find_profile(self.release, s.config_dir)
             layout = ComposeLayout(profile, Path(self.compose_root or s.compose_root), self.compose_id)
             layout.lorax_dir(self.arch)
-        except (ProfileError, LayoutError) as exc:
+        except LayoutError as exc:
             raise AirflowFailException(f"cannot place the lorax tree for {self.arch}: {exc}") from None
         if self.arch not in profile.arches:
             raise AirflowFailException(f"arch {self.arch!r} is not an arch of {profile.name} "
