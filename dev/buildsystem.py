@@ -30,13 +30,14 @@ import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from releng.core.profile import ReleaseProfile, load_profile, profile_paths
+from releng.core.repodata import open_metadata, read_repomd, tree_path
 
 SOURCE_DATE_EPOCH = "1735689600"  # 2025-01-01: stable build times so rebuilt fixtures are comparable
 KEY_UID = "Local stack fixture key (throwaway, NOT a distribution key) <fixture@releng.invalid>"
@@ -137,10 +138,10 @@ def repo_contents(profile: ReleaseProfile, extra_packages: int = 0) -> dict[str,
     return contents
 
 
-def _spec(content: RepoContent, profile: ReleaseProfile) -> str:
+def _spec(content: RepoContent, profile: ReleaseProfile, version: str = "1.0", release: str = "1") -> str:
     """One spec per repo; the main package has no %files, so only the subpackages are built."""
     lines = [
-        f"Name: {content.spec}", "Version: 1.0", "Release: 1%{?dist}", "License: MIT",
+        f"Name: {content.spec}", f"Version: {version}", f"Release: {release}%{{?dist}}", "License: MIT",
         f"Summary: Fixture packages for {profile.fullname} (local stack, not a real package)",
         "AutoReqProv: no", "%global debug_package %{nil}", "%description", "Fixture source package.",
     ]
@@ -185,16 +186,20 @@ def _comps(content: RepoContent, repo_id: str) -> str:
 
 def _modules(content: RepoContent, repo_id: str, arch: str, dist: str) -> str:
     pkg = content.packages[0]
+    return (_module_doc(pkg, repo_id, arch, dist) + "---\ndocument: modulemd-defaults\nversion: 1\ndata:\n"
+            f"  module: {pkg.name}\n  stream: \"1\"\n  profiles:\n    \"1\": [common]\n...\n")
+
+
+def _module_doc(pkg: Package, repo_id: str, arch: str, dist: str, module_version: int = 1) -> str:
+    """The modulemd document of stream 1 of module ``pkg.name`` whose one artifact is ``pkg``."""
     pkg_arch = "noarch" if pkg.arch == "noarch" else arch
     return (
         "---\ndocument: modulemd\nversion: 2\ndata:\n"
-        f"  name: {pkg.name}\n  stream: \"1\"\n  version: 1\n  context: fixture0\n  arch: {arch}\n"
+        f"  name: {pkg.name}\n  stream: \"1\"\n  version: {module_version}\n  context: fixture0\n  arch: {arch}\n"
         f"  summary: Fixture module of {repo_id}\n  description: Fixture module.\n"
         "  license:\n    module: [MIT]\n"
         f"  profiles:\n    common:\n      rpms: [{pkg.name}]\n"
-        f"  artifacts:\n    rpms:\n    - {pkg.name}-0:{pkg.version}-{pkg.release}.{dist}.{pkg_arch}\n"
-        "...\n---\ndocument: modulemd-defaults\nversion: 1\ndata:\n"
-        f"  module: {pkg.name}\n  stream: \"1\"\n  profiles:\n    \"1\": [common]\n...\n"
+        f"  artifacts:\n    rpms:\n    - {pkg.name}-0:{pkg.version}-{pkg.release}.{dist}.{pkg_arch}\n...\n"
     )
 
 
@@ -242,12 +247,22 @@ def write_repo(repo: Path, rpms: Iterable[Path], *, hashed: bool, gnupg: Path, f
     """Lay out Packages/ (first-letter subdirs when hashed), run createrepo_c, sign repomd.xml."""
     if repo.exists():
         shutil.rmtree(repo)
+    _add_packages(repo, rpms, hashed=hashed)
+    (repo / "Packages").mkdir(parents=True, exist_ok=True)
+    _index_repo(repo, gnupg=gnupg, fpr=fpr, comps=comps, modules=modules)
+
+
+def _add_packages(repo: Path, rpms: Iterable[Path], *, hashed: bool) -> None:
     pkgdir = repo / "Packages"
     for rpm in rpms:
         dest = pkgdir / rpm.name[0].lower() / rpm.name if hashed else pkgdir / rpm.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(rpm, dest)
-    pkgdir.mkdir(parents=True, exist_ok=True)
+
+
+def _index_repo(repo: Path, *, gnupg: Path, fpr: str, comps: str | None = None, modules: str | None = None,
+                updateinfo: str | None = None) -> None:
+    """createrepo_c over ``repo`` (comps groups), then modules and updateinfo with modifyrepo_c; sign repomd.xml."""
     argv = ["createrepo_c", "--quiet", "--no-database", "--workers", "1", "--checksum", "sha256",
             "--revision", SOURCE_DATE_EPOCH]
     with tempfile.TemporaryDirectory(prefix="fixture-comps-") as tmp:
@@ -256,11 +271,12 @@ def write_repo(repo: Path, rpms: Iterable[Path], *, hashed: bool, gnupg: Path, f
             groupfile.write_text(comps)
             argv += ["--groupfile", str(groupfile)]
         _run([*argv, str(repo)])
-    if modules:
-        with tempfile.TemporaryDirectory(prefix="fixture-modules-") as tmp:
-            mfile = Path(tmp) / "modules.yaml"  # modifyrepo_c names the record after the file
-            mfile.write_text(modules)
-            _run(["modifyrepo_c", "--mdtype=modules", str(mfile), str(repo / "repodata")])
+    for mdtype, text, name in (("modules", modules, "modules.yaml"), ("updateinfo", updateinfo, "updateinfo.xml")):
+        if text:
+            with tempfile.TemporaryDirectory(prefix=f"fixture-{mdtype}-") as tmp:
+                mfile = Path(tmp) / name  # modifyrepo_c names the record after the file
+                mfile.write_text(text)
+                _run(["modifyrepo_c", f"--mdtype={mdtype}", str(mfile), str(repo / "repodata")])
     _run(["gpg", "--batch", "--yes", "--quiet", "--local-user", fpr, "--armor", "--detach-sign",
           "-o", str(repo / "repodata" / "repomd.xml.asc"), str(repo / "repodata" / "repomd.xml")],
          env={**os.environ, "GNUPGHOME": str(gnupg)})
@@ -363,6 +379,97 @@ def load(root: Path) -> Fixture:
     """The index of an already built fixture."""
     data = json.loads((Path(root) / "fixture.json").read_text())
     return Fixture(Path(root).resolve(), profiles=data["profiles"])
+
+
+def publish_update(root: Path, profile: ReleaseProfile, repo_id: str, package_name: str, version: str,
+                   release: str, *, advisory: str | None = None) -> list[str]:
+    """Publish a new build of a fixture package into a built fixture, as the build system does for an update.
+
+    The package keeps its relations; it is built with rpmbuild (from its own source package), signed with
+    the fixture key and added to every arch, debug and source repo of ``repo_id``, plain and hashed, next
+    to the builds already there. Each repo's metadata is rewritten with its comps groups; for the package
+    a repo's module lists, a new module version naming the build is added; ``advisory`` (an id such as
+    ``RLBA-2025:0001``) adds an updateinfo entry for it. Returns the file names added.
+    """
+    fixture = load(root)
+    content = repo_contents(profile)[repo_id]
+    old = next((p for p in content.packages if p.name == package_name), None)
+    if old is None:
+        raise ValueError(f"{repo_id} of the {profile.name} fixture has no package {package_name!r}; it has "
+                         f"{', '.join(p.name for p in content.packages)}")
+    pkg = replace(old, version=version, release=release)
+    update = RepoContent(f"fixture-update-{package_name}", [pkg])
+    gnupg = fixture.root / "gnupg"
+    fpr = _fingerprint(gnupg)
+    listing = fixture.profiles[profile.name]["repos"][repo_id]
+    added: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="fixture-update-") as tmp:
+        top = Path(tmp)
+        (top / "SPECS").mkdir()
+        spec = top / "SPECS" / f"{update.spec}.spec"
+        spec.write_text(_spec(update, profile, version, release))
+        built = {arch: _rpmbuild(spec, top, None if arch == "src" else arch, profile.disttag)
+                 for arch in (*profile.repo_arches(repo_id), "src")}
+        _sign([rpm for rpms in built.values() for rpm in rpms], gnupg, fpr)
+        for arch, rpms in built.items():
+            binary = [r for r in rpms if "-debuginfo-" not in r.name and _rpm_arch(r) in (arch, "noarch", "src")]
+            debug = [r for r in rpms if "-debuginfo-" in r.name]
+            for is_debug, files in ((False, binary), (True, debug)):
+                if not files:
+                    continue
+                key = f"{arch}-debug" if is_debug else arch
+                listing[key] = sorted({*listing[key], *(r.name for r in files)})
+                added.update(r.name for r in files)
+                for hashed in (False, True):
+                    repo = fixture.repo_dir(profile.project_id, repo_id, arch, hashed=hashed, debug=is_debug)
+                    _add_packages(repo, files, hashed=hashed)
+                    extra = {}
+                    if not is_debug and arch != "src":
+                        extra = _updated_metadata(repo, content, pkg, repo_id, arch, profile.disttag, advisory, files)
+                    _index_repo(repo, gnupg=gnupg, fpr=fpr, **extra)
+    index = fixture.root / "fixture.json"
+    data = json.loads(index.read_text())
+    data["profiles"] = fixture.profiles
+    index.write_text(json.dumps(data, indent=1, sort_keys=True))
+    return sorted(added)
+
+
+def _fingerprint(gnupg: Path) -> str:
+    out = _run(["gpg", "--batch", "--list-secret-keys", "--with-colons"], env={**os.environ, "GNUPGHOME": str(gnupg)})
+    return next(line.split(":")[9] for line in out.stdout.splitlines() if line.startswith("fpr"))
+
+
+def _current_metadata(repo: Path, mdtype: str) -> str | None:
+    record = next((r for r in read_repomd(repo) if r.type == mdtype), None)
+    if record is None:
+        return None
+    with open_metadata(tree_path(repo, record.href)) as f:
+        return f.read().decode()
+
+
+def _updated_metadata(repo: Path, content: RepoContent, pkg: Package, repo_id: str, arch: str, dist: str,
+                      advisory: str | None, files: list[Path]) -> dict[str, str | None]:
+    """comps, modules and updateinfo of an os repo after ``pkg`` was added to it."""
+    modules = _current_metadata(repo, "modules")
+    if modules and content.packages[0].name == pkg.name:
+        modules += _module_doc(pkg, repo_id, arch, dist, modules.count("document: modulemd\n") + 1)
+    updateinfo = _current_metadata(repo, "updateinfo")
+    if advisory:
+        entries = "".join(
+            f'        <package name="{pkg.name}" version="{pkg.version}" release="{pkg.release}.{dist}" epoch="0" '
+            f'arch="{_rpm_arch(f)}"><filename>{f.name}</filename></package>\n' for f in files)
+        entry = (f'  <update from="fixture@releng.invalid" status="final" type="bugfix" version="2">\n'
+                 f"    <id>{advisory}</id>\n    <title>{pkg.name} bug fix update (fixture)</title>\n"
+                 f'    <issued date="2025-01-02 00:00:00"/>\n    <updated date="2025-01-02 00:00:00"/>\n'
+                 f"    <severity>None</severity>\n    <summary>Fixture advisory</summary>\n"
+                 f"    <description>Fixture advisory for {pkg.name}.</description>\n    <references/>\n"
+                 f'    <pkglist>\n      <collection short="{dist}">\n        <name>{dist}</name>\n{entries}'
+                 "      </collection>\n    </pkglist>\n  </update>\n")
+        empty = '<?xml version="1.0" encoding="UTF-8"?>\n<updates>\n'
+        head = updateinfo.rsplit("</updates>", 1)[0] if updateinfo else empty
+        updateinfo = head + entry + "</updates>\n"
+    return {"comps": _comps(content, repo_id) if content.comps else None, "modules": modules,
+            "updateinfo": updateinfo}
 
 
 # --- serving -------------------------------------------------------------------------------

@@ -18,27 +18,15 @@ import yaml
 
 from releng.core.dnf import DnfRepo, DnfWorkspace, dnf_config, repoclosure_argv
 from releng.core.repodata import verify_tree
+from tests.dagrun import run_dag
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
 ARCHES = ["x86_64", "aarch64"]
 
 
-def _dag():
-    """Parse the DAG under the test's site settings (the lorax backend is chosen at parse time)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "full_compose.py"))
-    assert bag.import_errors == {}
-    return bag.get_dag("full_compose")
-
-
 def _run(conf: dict):
-    dr = _dag().test(run_conf=conf)
-    states: dict[str, list[str]] = {}
-    for ti in dr.get_task_instances():
-        states.setdefault(ti.task_id, []).append(ti.state)
-    return dr, states
+    return run_dag("full_compose", conf)
 
 
 def _compose_top(site) -> Path:

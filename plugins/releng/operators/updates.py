@@ -21,7 +21,7 @@ from releng.core import rsync, staging, updates
 from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.profile import ReleaseProfile
 from releng.core.repodata import REPOMD, RepodataError
-from releng.operators.reposync import load_release, site_settings
+from releng.operators.common import load_release, site_settings
 
 PLAN_KINDS = ("reposync", "repoclosure", "repodata")
 ADDED_SHOWN = 20

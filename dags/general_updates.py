@@ -1,0 +1,101 @@
+"""
+### General updates
+
+The SOP's general-updates sync (the old `stable-updates-X` cron job): new builds from the build
+system go into the release's staging directory, next to everything staging already published.
+Runs on `RELENG_UPDATES_SCHEDULE` (cron, UTC; no catch-up, one run at a time) and by hand.
+
+1. **prepare_updates** checks the form against the release profile (an unknown repo stops the run
+   here, before any work), checks that the staging release directory exists and that the signing
+   key is usable, and lays out the work area `RELENG_COMPOSE_ROOT/<major>/<Short>-<X.Y>-updates-<ts>`.
+2. **sync_repos**: `dnf reposync` of the hashed repos (os, debug, source trees), signatures checked,
+   verified against the repodata; packages staging already has are hard-linked, not downloaded.
+3. **repoclosure** of each updated repo against the repos the profile allows (the run's new trees for
+   updated repos, staging's for the others). Unresolved dependencies stop the run: staging is untouched.
+4. **sync_to_staging**: the new packages into `mirror/pub/<short>/<X.Y>[-RC]`, never deleting (older
+   builds stay installable: downgrades within the point release keep working).
+5. **update_repodata**, per tree: `createrepo_c --update` over all the tree's packages, keeping comps
+   groups, modules and updateinfo, `repomd.xml` signed when `RELENG_REPO_SIGNING_KEY` is set; the new
+   metadata is swapped in so that staging never shows a `repomd.xml` naming a missing file.
+6. **emit_staging_asset** updates the staging Asset (which starts `promote_to_production`) when
+   something changed; a run that changed nothing ends here, skipped.
+7. **remove_work_area**: this run's work area, and those earlier failed runs of the release left for
+   inspection (staging holds their packages now).
+
+Params: `release`, `repos` (empty: every repo of the release), `rc` (stage into `X.Y-RCn` instead of
+`X.Y`). Scheduled runs use the defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, TriggerRule
+
+from releng.assets import STAGING_ASSET
+from releng.core.profile import profile_names
+from releng.core.settings import settings
+from releng.operators.repoclosure import RepoclosureOperator
+from releng.operators.reposync import RepoSyncOperator
+from releng.operators.updates import (
+    PLAN_KINDS,
+    EmitStagingAssetOperator,
+    PlanUpdatesOperator,
+    PrepareUpdatesOperator,
+    RefreshRepodataOperator,
+    RemoveWorkAreaOperator,
+    StageUpdatesOperator,
+)
+
+SITE = settings()
+RELEASES = profile_names(SITE.config_dir)
+
+with DAG(
+    dag_id="general_updates",
+    schedule=CronTriggerTimetable(SITE.updates_schedule, timezone="UTC"),
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["updates", "staging"],
+    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "release": Param(RELEASES[-1] if RELEASES else "", enum=RELEASES, title="Release profile",
+                         description="A profile in RELENG_CONFIG_DIR."),
+        "repos": Param([], type="array", title="Repos", uniqueItems=True,
+                       items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+                       description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),
+        "rc": Param(False, type="boolean", title="Release candidate directory",
+                    description="Stage into X.Y-RCn instead of the released X.Y."),
+    },
+) as dag:
+    prepare = PrepareUpdatesOperator(task_id="prepare_updates", retries=0)
+    with TaskGroup("plan", tooltip="the run's work lists, one per mapped task"):
+        plan = {kind: PlanUpdatesOperator(task_id=kind, kind=kind, summary=prepare.output, retries=0)
+                for kind in PLAN_KINDS}
+
+    sync_repos = RepoSyncOperator.partial(
+        task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
+    ).expand_kwargs(plan["reposync"].output)
+
+    # A run of repos outside the repoclosure map has no closure checks: the join runs on "nothing failed".
+    closure = RepoclosureOperator.partial(
+        task_id="repoclosure", map_index_template="{{ task.repo }} {{ task.arch }}",
+        trigger_rule=TriggerRule.NONE_FAILED,
+    ).expand_kwargs(plan["repoclosure"].output)
+
+    stage = StageUpdatesOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output,
+                                 trigger_rule=TriggerRule.NONE_FAILED)
+
+    repodata = RefreshRepodataOperator.partial(
+        task_id="update_repodata", pool="rsync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
+    ).expand_kwargs(plan["repodata"].output)
+
+    emit = EmitStagingAssetOperator(task_id="emit_staging_asset", summary=prepare.output, results=repodata.output,
+                                    outlets=[STAGING_ASSET], retries=0)
+    cleanup = RemoveWorkAreaOperator(task_id="remove_work_area", summary=prepare.output,
+                                     trigger_rule=TriggerRule.NONE_FAILED)
+
+    sync_repos >> closure >> stage >> repodata
+    emit >> cleanup

@@ -1,0 +1,384 @@
+"""releng.core.updates: argv builders, parameters and plan, merges, the repodata swap, and the regeneration with
+the real createrepo_c, modifyrepo_c and gpg on copies of the fixture build system's repos."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from releng.core import updates
+from releng.core.repodata import iter_packages, read_repomd, tree_path, verify_tree
+from releng.core.updates import (
+    RepodataJob,
+    UpdatesError,
+    UpdatesParams,
+    createrepo_update_argv,
+    merge_modules,
+    merge_updateinfo,
+    metadata_text,
+    modifyrepo_argv,
+    regenerate_repodata,
+    sign_argv,
+    swap_repodata,
+    verify_signature_argv,
+)
+
+# --- argv builders -------------------------------------------------------------------------------
+
+
+def test_createrepo_update_argv():
+    argv = createrepo_update_argv(Path("/s/AppStream/x86_64/os"), Path("/w/out"),
+                                  reuse=[Path("/s/AppStream/x86_64/os"), Path("/w/synced")],
+                                  groupfile=Path("/w/inputs/comps.xml"), distro="cpe:/o:rocky:rocky:9,Rocky Linux 9",
+                                  workers=3)
+    assert argv == ["createrepo_c", "--update", "--outputdir", "/w/out", "--checksum", "sha256",
+                    "--general-compress-type=xz", "--no-database", "--unique-md-filenames", "--error-exit-val",
+                    "--workers", "3", "--update-md-path", "/s/AppStream/x86_64/os", "--update-md-path", "/w/synced",
+                    "--groupfile", "/w/inputs/comps.xml", "--distro=cpe:/o:rocky:rocky:9,Rocky Linux 9",
+                    "/s/AppStream/x86_64/os"]
+    assert "--retain-old-md" not in " ".join(argv)
+    plain = createrepo_update_argv(Path("/t"), Path("/o"))
+    assert "--groupfile" not in plain and "--update-md-path" not in plain and plain[-1] == "/t"
+
+
+def test_a_relative_groupfile_is_refused():
+    with pytest.raises(UpdatesError, match="absolute"):
+        createrepo_update_argv(Path("/t"), Path("/o"), groupfile=Path("comps.xml"))
+
+
+def test_modifyrepo_and_gpg_argv():
+    assert modifyrepo_argv(Path("/w/modules.yaml"), Path("/w/out/repodata"), "modules") == [
+        "modifyrepo_c", "--mdtype=modules", "--compress-type=xz", "--checksum", "sha256", "--unique-md-filenames",
+        "/w/modules.yaml", "/w/out/repodata"]
+    assert sign_argv(Path("/r/repomd.xml"), "ABCD", Path("/keys")) == [
+        "gpg", "--homedir", "/keys", "--batch", "--no-tty", "--yes", "--local-user", "ABCD", "--armor",
+        "--detach-sign", "--output", "/r/repomd.xml.asc", "/r/repomd.xml"]
+    assert sign_argv(Path("/r/repomd.xml"), "ABCD")[:3] == ["gpg", "--batch", "--no-tty"]
+    assert verify_signature_argv(Path("/r/repomd.xml"))[-3:] == ["--verify", "/r/repomd.xml.asc", "/r/repomd.xml"]
+
+
+def test_distro_tag(el9):
+    assert updates.distro_tag(el9) == "cpe:/o:rocky:rocky:9,Rocky Linux 9"
+
+
+# --- parameters and plan -------------------------------------------------------------------------
+
+
+def test_no_repos_means_every_repo_in_profile_order(el9):
+    assert updates.validate_params(el9, {"repos": []}).repos == el9.repo_ids
+    assert updates.validate_params(el9, {"repos": ["AppStream", "BaseOS"], "rc": True}) == \
+        UpdatesParams(("BaseOS", "AppStream"), True)
+
+
+def test_unknown_and_repeated_repos_are_named(el9):
+    with pytest.raises(UpdatesError) as err:
+        updates.validate_params(el9, {"repos": ["PowerTools", "BaseOS", "BaseOS"]})
+    assert "'PowerTools' are not repos of el9" in str(err.value) and "twice" in str(err.value)
+
+
+def test_plan_syncs_every_tree_and_checks_closure_against_the_right_trees(el9):
+    plan = updates.plan_updates(el9, UpdatesParams(("AppStream",), False))
+    assert {(t["arch"], t["kind"]) for t in plan.trees} == \
+        {(a, k) for a in el9.arches for k in ("os", "debug")} | {("src", "source")}
+    assert plan.repoclosure == [{"repo": "AppStream", "arch": a} for a in el9.arches]
+    assert plan.closure_repos == {**{("AppStream", a): True for a in el9.arches},
+                                  **{("BaseOS", a): False for a in el9.arches}}
+    extras = updates.plan_updates(el9, UpdatesParams(("extras",), False))
+    assert extras.repoclosure == [] and extras.closure_repos == {}
+
+
+def test_closure_view_links_updated_repos_to_the_run_and_others_to_staging(el9, tmp_path):
+    layout = updates.updates_layout(el9, tmp_path / "compose", "20250101.030000")
+    assert layout.top == tmp_path / "compose" / "9" / "Rocky-9.7-updates-20250101.030000"
+    staging = tmp_path / "staging"
+    plan = updates.plan_updates(el9, UpdatesParams(("AppStream",), False))
+    with pytest.raises(UpdatesError) as err:
+        updates.closure_view(layout, staging, plan)
+    assert "BaseOS x86_64" in str(err.value) and "Add them to `repos`" in str(err.value)
+    assert not layout.top.exists()  # nothing laid out for a run that cannot close
+    for arch in el9.arches:
+        (staging / "BaseOS" / arch / "os" / "repodata").mkdir(parents=True)
+        (staging / "BaseOS" / arch / "os" / "repodata" / "repomd.xml").write_text("<repomd/>")
+    view = updates.closure_view(layout, staging, plan)
+    assert (view / "BaseOS" / "aarch64" / "os").resolve() == staging / "BaseOS" / "aarch64" / "os"
+    assert os.readlink(view / "AppStream" / "x86_64" / "os") == str(layout.repo_tree("AppStream", "x86_64"))
+
+
+def test_work_areas_are_the_release_s_only(el9, tmp_path):
+    for name in ("Rocky-9.7-updates-20250101.030000", "Rocky-9.7-updates-20250102.030000",
+                 "Rocky-9.7-20250101.030000", "Rocky-9.6-updates-20250101.030000"):
+        (tmp_path / "9" / name).mkdir(parents=True)
+    assert [p.name for p in updates.work_areas(el9, tmp_path)] == [
+        "Rocky-9.7-updates-20250101.030000", "Rocky-9.7-updates-20250102.030000"]
+
+
+# --- merges --------------------------------------------------------------------------------------
+
+MODULE = """---
+document: modulemd
+version: 2
+data:
+  name: foo
+  stream: "1"
+  version: {version}
+  context: c0
+  arch: x86_64
+  summary: {summary}
+  artifacts:
+    rpms: [foo-0:1.{version}-1.el9.x86_64]
+...
+"""
+DEFAULTS = '---\ndocument: modulemd-defaults\nversion: 1\ndata:\n  module: foo\n  stream: "{stream}"\n...\n'
+
+
+def _docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_modules_keep_staging_s_versions_and_take_the_build_system_s():
+    old = MODULE.format(version=1, summary="old") + DEFAULTS.format(stream=1)
+    new = MODULE.format(version=1, summary="rebuilt") + MODULE.format(version=2, summary="new") + \
+        DEFAULTS.format(stream=2)
+    merged = merge_modules(old, new)
+    docs = _docs(merged)
+    assert [(d["document"], d["data"].get("version"), d["data"].get("summary")) for d in docs] == [
+        ("modulemd", 1, "rebuilt"), ("modulemd-defaults", None, None), ("modulemd", 2, "new")]
+    assert docs[1]["data"]["stream"] == "2"  # one defaults document per module, the build system's
+    assert merge_modules(merged, new) == merged  # a rerun changes nothing
+    assert merge_modules(None, None) is None
+    assert _docs(merge_modules(old, None)) == _docs(old)
+
+
+def test_broken_modules_metadata_is_named():
+    with pytest.raises(UpdatesError, match=r"AppStream x86_64 os.*not valid YAML"):
+        merge_modules("---\ndocument: modulemd\ndata: [unclosed\n...\n", None, "AppStream x86_64 os")
+
+
+UPDATE = ('<update type="bugfix"><id>{id}</id><title>{title}</title><pkglist><collection>'
+          '<package name="foo" version="1" release="1" epoch="0" arch="x86_64"><filename>f.rpm</filename></package>'
+          '</collection></pkglist></update>')
+
+
+def test_updateinfo_keeps_old_advisories_and_takes_the_build_system_s():
+    old = f'<?xml version="1.0"?><updates>{UPDATE.format(id="A-1", title="old")}</updates>'
+    new = f'<updates>{UPDATE.format(id="A-1", title="fixed")}{UPDATE.format(id="A-2", title="new")}</updates>'
+    merged = merge_updateinfo(old, new)
+    root = ET.fromstring(merged)
+    assert [(u.findtext("id"), u.findtext("title")) for u in root.iter("update")] == [("A-1", "fixed"),
+                                                                                       ("A-2", "new")]
+    assert root.find("update/pkglist/collection/package/filename").text == "f.rpm"
+    assert merge_updateinfo(merged, new) == merged
+    with pytest.raises(UpdatesError, match="not valid XML"):
+        merge_updateinfo("<updates>", None)
+
+
+# --- the swap ------------------------------------------------------------------------------------
+
+
+def _copy_repo(fixture, el9, repo: str, dest: Path, arch: str = "x86_64") -> Path:
+    shutil.copytree(fixture.repo_dir(el9.project_id, repo, arch, hashed=True), dest)
+    return dest
+
+
+def _names_missing(tree: Path) -> list[str]:
+    if not (tree / "repodata" / "repomd.xml").is_file():
+        return []
+    return [r.href for r in read_repomd(tree) if not tree_path(tree, r.href).is_file()]
+
+
+class StepChecker:
+    """Wraps os.replace and Path.unlink: after every rename or removal, the tree's repomd.xml names only
+    files that exist."""
+
+    def __init__(self, monkeypatch, tree: Path):
+        self.tree, self.steps, self.problems = tree, 0, []
+        real_replace, real_unlink = os.replace, Path.unlink
+
+        def replace(src, dst, *a, **kw):
+            real_replace(src, dst, *a, **kw)
+            self.check(f"rename {Path(dst).name}")
+
+        def unlink(path, *a, **kw):
+            real_unlink(path, *a, **kw)
+            self.check(f"unlink {path.name}")
+
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(Path, "unlink", unlink)
+
+    def check(self, step: str) -> None:
+        self.steps += 1
+        missing = _names_missing(self.tree)
+        if missing:
+            self.problems.append(f"after {step}: repomd.xml names missing {missing}")
+
+
+def test_the_swap_never_shows_a_repomd_naming_a_missing_file(fixture_buildsystem, el9, tmp_path, monkeypatch):
+    tree = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "tree")
+    old_files = {p.name for p in (tree / "repodata").iterdir()}
+    new = tmp_path / "new"
+    (new / "repodata").mkdir(parents=True)
+    subprocess.run(["createrepo_c", "-q", "--outputdir", str(new), "--general-compress-type=xz", str(tree)],
+                   check=True)
+    (tree / "repodata" / ".leftover.tmp").write_text("from a killed run")
+
+    checker = StepChecker(monkeypatch, tree)
+    result = swap_repodata(new, tree)
+    monkeypatch.undo()
+
+    assert checker.problems == [] and checker.steps >= 8
+    assert (tree / "repodata" / "repomd.xml").read_bytes() == (new / "repodata" / "repomd.xml").read_bytes()
+    # the build system's signature is not valid for the new repomd.xml: it went, as did the superseded files
+    assert not (tree / "repodata" / "repomd.xml.asc").exists() and not result.signed
+    now = {p.name for p in (tree / "repodata").iterdir()}
+    assert now == {"repomd.xml"} | {Path(r.href).name for r in read_repomd(new)}
+    assert sorted(result.removed) == sorted(old_files - now - {"repomd.xml.asc"})
+    assert verify_tree(tree).ok
+
+    again = swap_repodata(new, tree)  # a rerun: every data file is already there
+    assert again.copied == 0 and again.unchanged == len(read_repomd(new)) and again.removed == []
+
+
+def test_the_step_checker_catches_metadata_published_first(fixture_buildsystem, el9, tmp_path, monkeypatch):
+    """The check above can fail: repomd.xml renamed in before its data files is caught."""
+    tree = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "tree")
+    new = tmp_path / "new"
+    (new / "repodata").mkdir(parents=True)
+    subprocess.run(["createrepo_c", "-q", "--outputdir", str(new), "--general-compress-type=xz", str(tree)],
+                   check=True)
+    checker = StepChecker(monkeypatch, tree)
+    shutil.copy2(new / "repodata" / "repomd.xml", tmp_path / "repomd.tmp")
+    os.replace(tmp_path / "repomd.tmp", tree / "repodata" / "repomd.xml")
+    assert checker.problems and "names missing" in checker.problems[0]
+
+
+# --- the regeneration (real tools) ---------------------------------------------------------------
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        h.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def trees(fixture_buildsystem, el9, tmp_path):
+    """A staging AppStream x86_64 tree as a compose staged it, holding also an older build the build system no
+    longer has (libfoo stands in for it), and the same repo as just synced from the build system."""
+    tree = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "staging")
+    base = fixture_buildsystem.repo_dir(el9.project_id, "BaseOS", "x86_64", hashed=True)
+    shutil.copy2(base / "Packages" / "l" / "libfoo-1.0-1.el9.x86_64.rpm", tree / "Packages" / "f" / "old-build.rpm")
+    synced = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "synced")
+    return tree, synced
+
+
+def _job(el9, tree: Path, synced: Path, scratch: Path, **kw) -> RepodataJob:
+    return RepodataJob(tree=tree, synced=synced, scratch=scratch, label="AppStream x86_64 os",
+                       distro=updates.distro_tag(el9), comps_required=True, modules_required=True, **kw)
+
+
+def test_regeneration_lists_every_package_and_keeps_groups_and_modules(el9, trees, tmp_path):
+    tree, synced = trees
+    upstream_modules = metadata_text(synced, ("modules",))
+    lines = []
+    result = regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"), log=lines.append)
+
+    assert result.changed and not result.signed and result.packages == 3
+    assert result.added == ["libfoo-0:1.0-1.el9.x86_64"]  # the only one the old metadata did not list
+    assert {p.href for p in iter_packages(tree)} == {"Packages/f/foo-app-2.1-3.el9.x86_64.rpm",
+                                                     "Packages/f/foo-data-1.0-1.el9.noarch.rpm",
+                                                     "Packages/f/old-build.rpm"}
+    assert {"group", "modules"} <= set(result.metadata)
+    assert metadata_text(tree, ("group",)) == metadata_text(synced, ("group",))
+    assert _docs(metadata_text(tree, ("modules",))) == _docs(upstream_modules)
+    assert all(r.href.endswith((".xz", ".xml")) for r in read_repomd(tree))
+    assert not (tree / "repodata" / "repomd.xml.asc").exists()  # unsigned: the stale signature is gone
+    report = verify_tree(tree)
+    assert report.ok and report.extra == []
+    assert not (tmp_path / "scratch").exists()
+    assert "3 packages (1 new, 2 before)" in lines[0] and "not signed" in lines[0]
+
+
+def test_regenerating_unchanged_input_publishes_nothing(el9, trees, tmp_path):
+    tree, synced = trees
+    regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    before, inode = _digest(tree), (tree / "repodata" / "repomd.xml").stat().st_ino
+    again = regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    assert not again.changed and again.added == [] and again.packages == 3
+    assert _digest(tree) == before and (tree / "repodata" / "repomd.xml").stat().st_ino == inode
+
+
+def _signing_key(home: Path, name: str = "Test repo key") -> str:
+    home.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                    f"{name} <repo@releng.invalid>", "rsa2048", "sign", "never"], check=True, capture_output=True)
+    out = subprocess.run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", name], check=True,
+                         capture_output=True, text=True).stdout
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
+
+
+def _valid_signer(tree: Path, home: Path) -> str | None:
+    repomd = tree / "repodata" / "repomd.xml"
+    out = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--status-fd", "1", "--verify",
+                          f"{repomd}.asc", str(repomd)], capture_output=True, text=True)
+    return next((line.split()[-1] for line in out.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG")), None)
+
+
+def test_signed_then_a_new_key_then_unsigned(el9, trees, tmp_path):
+    tree, synced = trees
+    home = tmp_path / "gnupg"
+    key = _signing_key(home)
+    assert updates.signing_key_problem(key, home) is None
+    assert "has no secret key" in updates.signing_key_problem("0000DEADBEEF0000", home)
+
+    signed = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s1", signing_key=key, gnupghome=home))
+    assert signed.changed and signed.signed and _valid_signer(tree, home) == key
+    assert not regenerate_repodata(_job(el9, tree, synced, tmp_path / "s2", signing_key=key, gnupghome=home)).changed
+
+    # A new key in the same keyring: the old signature still verifies, but it is not the configured key's.
+    new_key = _signing_key(home, "Next repo key")
+    rotated = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s3", signing_key=new_key, gnupghome=home))
+    assert rotated.changed and _valid_signer(tree, home) == new_key
+
+    unsigned = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s4"))
+    assert unsigned.changed and not (tree / "repodata" / "repomd.xml.asc").exists()
+
+
+def test_a_repo_that_must_have_groups_but_has_none_is_refused(fixture_buildsystem, el9, tmp_path):
+    tree = _copy_repo(fixture_buildsystem, el9, "extras", tmp_path / "staging")
+    synced = _copy_repo(fixture_buildsystem, el9, "extras", tmp_path / "synced")
+    before = _digest(tree)
+    with pytest.raises(UpdatesError, match=r"comps groups.*`comps: false`"):
+        regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    assert _digest(tree) == before
+    job = _job(el9, tree, synced, tmp_path / "scratch")
+    plain = RepodataJob(**{**job.__dict__, "comps_required": False, "modules_required": False})
+    assert regenerate_repodata(plain).packages == 1
+
+
+def test_an_unreadable_package_fails_and_staging_keeps_its_metadata(el9, trees, tmp_path):
+    tree, synced = trees
+    (tree / "Packages" / "x").mkdir()
+    (tree / "Packages" / "x" / "broken-1-1.el9.x86_64.rpm").write_bytes(os.urandom(4096))
+    before = _digest(tree)
+    with pytest.raises(updates.ToolError, match="createrepo_c exited"):
+        regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    assert _digest(tree) == before
+
+
+def test_a_package_of_the_build_system_missing_from_staging_is_refused(el9, trees, tmp_path):
+    tree, synced = trees
+    (tree / "Packages" / "f" / "foo-data-1.0-1.el9.noarch.rpm").unlink()
+    before = _digest(tree)
+    with pytest.raises(UpdatesError, match=r"not in .* after the staging sync.*foo-data"):
+        regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    assert _digest(tree) == before

@@ -1,0 +1,114 @@
+"""general_updates operators without a DAG run: prepare's checks, the planned work lists, the asset event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from releng.assets import STAGING_ASSET
+from releng.core.settings import settings
+from releng.operators.updates import EmitStagingAssetOperator, PrepareUpdatesOperator, plan_items
+
+RUN_AFTER = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    for name in ("COMPOSE", "STAGING", "PRODUCTION"):
+        monkeypatch.setenv(f"RELENG_{name}_ROOT", str(tmp_path / name.lower()))
+    settings.cache_clear()
+    staging_dir = tmp_path / "staging" / "mirror" / "pub" / "rocky" / "9.7"
+    return SimpleNamespace(compose=tmp_path / "compose", staging_dir=staging_dir, monkeypatch=monkeypatch)
+
+
+def _prepare(params: dict) -> dict:
+    context = {"params": params, "dag_run": SimpleNamespace(run_after=RUN_AFTER)}
+    return PrepareUpdatesOperator(task_id="prepare_updates").execute(context)
+
+
+def _stage_baseos(staging_dir: Path, arches=("x86_64", "aarch64", "ppc64le", "s390x")) -> None:
+    for arch in arches:
+        repodata = staging_dir / "BaseOS" / arch / "os" / "repodata"
+        repodata.mkdir(parents=True)
+        (repodata / "repomd.xml").write_text("<repomd/>")
+
+
+def test_a_missing_staging_directory_stops_the_run(roots):
+    with pytest.raises(AirflowFailException, match=r"9\.7 does not exist; stage el9 with full_compose first"):
+        _prepare({"release": "el9", "repos": ["BaseOS"], "rc": False})
+    assert not roots.compose.exists()
+
+
+def test_a_closure_dependency_neither_updated_nor_staged_stops_the_run(roots):
+    roots.staging_dir.mkdir(parents=True)
+    with pytest.raises(AirflowFailException, match=r"needs repos .*BaseOS aarch64"):
+        _prepare({"release": "el9", "repos": ["AppStream"], "rc": False})
+    assert not roots.compose.exists()
+
+
+def test_a_signing_key_missing_from_the_keyring_stops_the_run(roots, tmp_path):
+    roots.staging_dir.mkdir(parents=True)
+    (tmp_path / "gnupg").mkdir(mode=0o700)
+    roots.monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", "0000DEADBEEF0000")
+    roots.monkeypatch.setenv("RELENG_GNUPGHOME", str(tmp_path / "gnupg"))
+    settings.cache_clear()
+    with pytest.raises(AirflowFailException, match="has no secret key"):
+        _prepare({"release": "el9", "repos": ["BaseOS"], "rc": False})
+
+
+def test_summary_and_work_lists(roots):
+    _stage_baseos(roots.staging_dir)
+    summary = _prepare({"release": "el9", "repos": ["AppStream"], "rc": False})
+    top = roots.compose / "9" / "Rocky-9.7-updates-20250304.050607"
+    assert summary == {"release": "el9", "repos": ["AppStream"], "rc": False, "staging_dir": str(roots.staging_dir),
+                       "compose_root": str(roots.compose), "updates_id": top.name, "top": str(top),
+                       "closure_dir": str(top / "work" / "closure")}
+    assert (top / "work" / "closure" / "BaseOS" / "x86_64" / "os").resolve() == \
+        roots.staging_dir / "BaseOS" / "x86_64" / "os"
+
+    (roots.staging_dir / "AppStream" / "x86_64" / "os" / "repodata").mkdir(parents=True)
+    (roots.staging_dir / "AppStream" / "x86_64" / "os" / "repodata" / "repomd.xml").write_text("<repomd/>")
+    syncs = {(i["arch"], i["kind"]): i for i in plan_items(summary, "reposync")}
+    assert len(syncs) == 9 and all(i["hashed"] and i["repo"] == "AppStream" for i in syncs.values())
+    assert syncs[("x86_64", "os")]["dest"] == str(top / "compose" / "AppStream" / "x86_64" / "os")
+    assert syncs[("x86_64", "os")]["previous"] == str(roots.staging_dir / "AppStream" / "x86_64" / "os")
+    assert syncs[("aarch64", "os")]["previous"] is None  # staging has no such tree yet: nothing to link from
+    assert syncs[("src", "source")]["dest"] == str(top / "compose" / "AppStream" / "source" / "tree")
+    closure = plan_items(summary, "repoclosure")
+    assert [(i["repo"], i["arch"], i["compose_dir"]) for i in closure] == [
+        ("AppStream", a, summary["closure_dir"]) for a in ("x86_64", "aarch64", "ppc64le", "s390x")]
+    repodata = {(i["arch"], i["kind"]): i for i in plan_items(summary, "repodata")}
+    assert repodata[("aarch64", "debug")]["tree"] == str(roots.staging_dir / "AppStream" / "aarch64" / "debug" / "tree")
+    assert repodata[("aarch64", "debug")]["synced"] == str(top / "compose" / "AppStream" / "aarch64" / "debug" / "tree")
+
+
+class _Events(dict):
+    def __missing__(self, key):
+        self[key] = SimpleNamespace(extra=None)
+        return self[key]
+
+
+def _emit(results: list[dict]):
+    summary = {"release": "el9", "rc": False, "staging_dir": "/s/9.7", "repos": ["AppStream"]}
+    events = _Events()
+    with DAG("general_updates", schedule=None):
+        op = EmitStagingAssetOperator(task_id="emit_staging_asset", summary=summary, results=results,
+                                      outlets=[STAGING_ASSET])
+    return op.execute({"outlet_events": events}), events
+
+
+def test_the_staging_event_names_what_changed():
+    extra, events = _emit([{"changed": True, "added": 3}, {"changed": False, "added": 0}])
+    assert extra == events[STAGING_ASSET].extra == {
+        "release": "el9", "rc": False, "staging_dir": "/s/9.7", "source": "general_updates", "repos": ["AppStream"],
+        "packages_added": 3}
+
+
+def test_an_unchanged_staging_sends_no_event():
+    with pytest.raises(AirflowSkipException, match="unchanged"):
+        _emit([{"changed": False, "added": 0}])
