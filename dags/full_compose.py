@@ -25,15 +25,12 @@ The SOP's "full compose" of one release, as one run:
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.arches import PRIMARY_ARCHES
-from releng.core.profile import profile_names
-from releng.core.settings import settings
+from releng.dagparams import default_args, release_param
 from releng.operators.cloud import CloudImagePullOperator
 from releng.operators.compose import (
     PLAN_KINDS,
@@ -52,7 +49,6 @@ from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.reposync import RepoSyncOperator
 from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
 
-RELEASES = profile_names(settings().config_dir)
 WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
               "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
               "pull_cloud_images")
@@ -65,10 +61,9 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["compose", "release"],
-    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args=default_args(),
     params={
-        "release": Param(RELEASES[-1] if RELEASES else "", enum=RELEASES, title="Release profile",
-                         description="A profile in RELENG_CONFIG_DIR."),
+        "release": release_param(),
         "arches": Param([], type="array", title="Architectures", examples=list(PRIMARY_ARCHES),
                         items={"type": "string", "enum": list(PRIMARY_ARCHES)},
                         description="Empty: every arch of the release."),

@@ -28,14 +28,12 @@ Params: `release`, `repos` (empty: every repo of the release), `rc` (stage into 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.core.profile import profile_names
 from releng.core.settings import settings
+from releng.dagparams import default_args, release_param
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.reposync import RepoSyncOperator
 from releng.operators.updates import (
@@ -49,7 +47,6 @@ from releng.operators.updates import (
 )
 
 SITE = settings()
-RELEASES = profile_names(SITE.config_dir)
 
 with DAG(
     dag_id="general_updates",
@@ -59,10 +56,9 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["updates", "staging"],
-    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args=default_args(),
     params={
-        "release": Param(RELEASES[-1] if RELEASES else "", enum=RELEASES, title="Release profile",
-                         description="A profile in RELENG_CONFIG_DIR."),
+        "release": release_param(),
         "repos": Param([], type="array", title="Repos", uniqueItems=True,
                        items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
                        description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),

@@ -38,8 +38,8 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from releng.assets import STAGING_ASSET
-from releng.core.profile import profile_names
 from releng.core.settings import settings
+from releng.dagparams import default_args, release_names
 from releng.operators.promotion import (
     PromotePhaseOperator,
     PromotionApprovalOperator,
@@ -51,7 +51,7 @@ from releng.operators.promotion import (
 )
 
 SITE = settings()
-RELEASES = profile_names(SITE.config_dir)
+RELEASES = release_names()
 REPORT = "ti.xcom_pull(task_ids='change_report')"
 
 with DAG(
@@ -62,7 +62,7 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["releng", "production", "promotion"],
-    default_args={"owner": "release-eng", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
         "release": Param(None, type=["null", "string"], enum=[None, *RELEASES], title="Release",
                          description="Release profile to promote; runs triggered by the staging Asset use the "

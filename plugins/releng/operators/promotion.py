@@ -186,8 +186,8 @@ class PromotePhaseOperator(BaseOperator):
         return promotion.promote_phase(record, self.phase, log=self.log.info, bwlimit_kbps=self.bwlimit_kbps)
 
 
-class VerifyProductionOperator(BaseOperator):
-    """Check every repomd.xml of the promoted release: named files exist with their checksums, signatures verify.
+class _AfterReportOperator(BaseOperator):
+    """A step that acts on the release the change report describes.
 
     :param report_task_id: the task whose XCom holds the change report
     """
@@ -196,24 +196,22 @@ class VerifyProductionOperator(BaseOperator):
         super().__init__(**kwargs)
         self.report_task_id = report_task_id
 
-    def execute(self, context: Context) -> dict:
-        target = promotion.PromotionTarget.from_dict(_report(context, self.report_task_id)["target"])
-        return promotion.verify_production(target, settings(), log=self.log.info)
+    def target(self, context: Context) -> promotion.PromotionTarget:
+        return promotion.PromotionTarget.from_dict(_report(context, self.report_task_id)["target"])
 
 
-class UpdateFileListsOperator(BaseOperator):
-    """Regenerate ``fullfilelist`` and ``fullfiletimelist-<category>`` for the production category.
-
-    :param report_task_id: the task whose XCom holds the change report
-    """
-
-    def __init__(self, *, report_task_id: str = REPORT_TASK, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.report_task_id = report_task_id
+class VerifyProductionOperator(_AfterReportOperator):
+    """Check every repomd.xml of the promoted release: named files exist with their checksums, signatures verify."""
 
     def execute(self, context: Context) -> dict:
-        target = promotion.PromotionTarget.from_dict(_report(context, self.report_task_id)["target"])
-        return promotion.update_file_lists(target, log=self.log.info)
+        return promotion.verify_production(self.target(context), settings(), log=self.log.info)
+
+
+class UpdateFileListsOperator(_AfterReportOperator):
+    """Regenerate ``fullfilelist`` and ``fullfiletimelist-<category>`` for the production category."""
+
+    def execute(self, context: Context) -> dict:
+        return promotion.update_file_lists(self.target(context), log=self.log.info)
 
 
 class RecordPromotionOperator(BaseOperator):
