@@ -67,3 +67,77 @@ def test_pipeline_knobs_have_defaults_and_checks():
         Settings.from_env({"RELENG_APPROVAL_TIMEOUT_HOURS": "soon"})
     with pytest.raises(SettingsError, match="RELENG_UPDATES_SCHEDULE='daily' is not a cron expression"):
         Settings.from_env({"RELENG_UPDATES_SCHEDULE": "daily"})
+
+
+# --- the three trees: absolute, not /, and separate (a compose must never write into production) -------------
+
+ROOTS = {"RELENG_COMPOSE_ROOT": "/srv/compose", "RELENG_STAGING_ROOT": "/srv/staging",
+         "RELENG_PRODUCTION_ROOT": "/srv/production"}
+
+
+@pytest.mark.parametrize("override, names", [
+    ({"RELENG_STAGING_ROOT": "/srv/production"}, ("RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")),
+    ({"RELENG_STAGING_ROOT": "/srv/production/"}, ("RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")),
+    ({"RELENG_STAGING_ROOT": "/srv/x/../production"}, ("RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")),
+    ({"RELENG_STAGING_ROOT": "/srv/production/staging"}, ("RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")),
+    ({"RELENG_PRODUCTION_ROOT": "/srv/staging/prod"}, ("RELENG_PRODUCTION_ROOT", "RELENG_STAGING_ROOT")),
+    ({"RELENG_COMPOSE_ROOT": "/srv/staging"}, ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT")),
+    ({"RELENG_COMPOSE_ROOT": "/srv/production/compose"}, ("RELENG_COMPOSE_ROOT", "RELENG_PRODUCTION_ROOT")),
+    ({"RELENG_STAGING_ROOT": "/srv/compose/staging"}, ("RELENG_STAGING_ROOT", "RELENG_COMPOSE_ROOT")),
+])
+def test_overlapping_tree_roots_are_refused(override, names):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**ROOTS, **override})
+    message = str(err.value)
+    assert all(name in message for name in names), message
+    assert "separate directories, none inside another" in message
+
+
+def test_overlap_is_found_through_symlinks(tmp_path):
+    (tmp_path / "production").mkdir()
+    (tmp_path / "staging").symlink_to(tmp_path / "production")
+    env = {"RELENG_COMPOSE_ROOT": str(tmp_path / "compose"), "RELENG_STAGING_ROOT": str(tmp_path / "staging"),
+           "RELENG_PRODUCTION_ROOT": str(tmp_path / "production")}
+    with pytest.raises(SettingsError, match=f"resolves to {tmp_path / 'production'}"):
+        Settings.from_env(env)
+    (tmp_path / "staging").unlink()
+    (tmp_path / "staging").mkdir()
+    assert Settings.from_env(env).staging_root == tmp_path / "staging"
+
+
+@pytest.mark.parametrize("name", ["RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT"])
+@pytest.mark.parametrize("value, reason", [
+    ("/", "is the root directory"),
+    ("/srv/..", "is the root directory"),
+    ("relative/trees", "is a relative path"),
+    ("~/trees", "is a relative path"),
+])
+def test_root_and_relative_tree_roots_are_refused(name, value, reason):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**ROOTS, name: value})
+    assert f"{name}={value!r} {reason}" in str(err.value)
+    assert "set an absolute directory of its own" in str(err.value)
+
+
+def test_invalid_settings_fail_the_dag_files_and_tasks_with_the_message(monkeypatch):
+    """Every DAG file reads the settings when parsed (the task runner parses it too): the import error names
+    the variables; an operator that reads them itself fails for good with the same message."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from releng.core.settings import settings
+    from releng.operators.common import site_settings
+
+    monkeypatch.setenv("RELENG_STAGING_ROOT", "/srv/trees")
+    monkeypatch.setenv("RELENG_PRODUCTION_ROOT", "/srv/trees")
+    settings.cache_clear()
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.dags == {}
+    assert sorted(Path(f).name for f in bag.import_errors) == ["full_compose.py", "general_updates.py",
+                                                               "promote_to_production.py"]
+    for err in bag.import_errors.values():
+        last = err.strip().splitlines()[-1]
+        assert "SettingsError: RELENG_STAGING_ROOT='/srv/trees' and RELENG_PRODUCTION_ROOT='/srv/trees' " in last
+    settings.cache_clear()
+    with pytest.raises(AirflowFailException, match="site settings are invalid: RELENG_STAGING_ROOT="):
+        site_settings()

@@ -350,16 +350,16 @@ def test_hazards_are_refused_before_any_rsync(staged, no_rsync, params, events, 
 
 
 @pytest.mark.parametrize("variable,value,message", [
-    ("RELENG_STAGING_ROOT", "/", "tree root '/' must be an absolute directory other than /"),
-    ("RELENG_PRODUCTION_ROOT", "/", "tree root '/' must be an absolute directory other than /"),
-    ("RELENG_STAGING_ROOT", "relative/staging", "must be an absolute directory"),
+    ("RELENG_STAGING_ROOT", "/", "RELENG_STAGING_ROOT='/' is the root directory"),
+    ("RELENG_PRODUCTION_ROOT", "/", "RELENG_PRODUCTION_ROOT='/' is the root directory"),
+    ("RELENG_STAGING_ROOT", "relative/staging", "RELENG_STAGING_ROOT='relative/staging' is a relative path"),
 ])
 def test_unsafe_roots_are_refused_before_any_rsync(staged, no_rsync, monkeypatch, variable, value, message):
-    from airflow.sdk.exceptions import AirflowFailException
+    from releng.core.settings import SettingsError
 
     monkeypatch.setenv(variable, value)
     settings.cache_clear()
-    with pytest.raises(AirflowFailException, match=message):
+    with pytest.raises(SettingsError, match=message):  # the settings refuse them when read
         _run_report_operator({"release": "el9", "rc": True})
     assert no_rsync == []
 
@@ -367,9 +367,11 @@ def test_unsafe_roots_are_refused_before_any_rsync(staged, no_rsync, monkeypatch
 def test_overlapping_or_escaping_trees_are_refused(staged, no_rsync, monkeypatch, tmp_path):
     from airflow.sdk.exceptions import AirflowFailException
 
+    from releng.core.settings import SettingsError
+
     monkeypatch.setenv("RELENG_PRODUCTION_ROOT", str(staged.staging_root))
     settings.cache_clear()
-    with pytest.raises(AirflowFailException, match="overlap"):
+    with pytest.raises(SettingsError, match="are the same directory"):  # refused when the settings are read
         _run_report_operator({"release": "el9", "rc": False})  # staging 9.7 would be promoted onto itself
     monkeypatch.setenv("RELENG_PRODUCTION_ROOT", str(staged.production_root))
     settings.cache_clear()

@@ -6,13 +6,15 @@ approve) comes from here; release facts come from the release profiles.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
 LORAX_BACKENDS = ("kubernetes", "local")
+TREE_ROOTS = ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")
 
 
 class SettingsError(ValueError):
@@ -79,11 +81,12 @@ class Settings:
                              "the share of production files a promotion may delete, e.g. 0.1")
         timeout = _number(get, "RELENG_APPROVAL_TIMEOUT_HOURS", 0.01, 24 * 30, "hours, e.g. 24")
         gnupghome = get("RELENG_GNUPGHOME")
+        roots = _tree_roots(get)
         return cls(
             config_dir=Path(get("RELENG_CONFIG_DIR")),
-            compose_root=Path(get("RELENG_COMPOSE_ROOT")),
-            staging_root=Path(get("RELENG_STAGING_ROOT")),
-            production_root=Path(get("RELENG_PRODUCTION_ROOT")),
+            compose_root=roots["RELENG_COMPOSE_ROOT"],
+            staging_root=roots["RELENG_STAGING_ROOT"],
+            production_root=roots["RELENG_PRODUCTION_ROOT"],
             peridot_url=peridot_url,
             s3_bucket=bucket,
             s3_conn_id=get("RELENG_S3_CONN_ID"),
@@ -112,6 +115,43 @@ class Settings:
                 value = ",".join(value)
             out[f"RELENG_{f.name.upper()}"] = "" if value is None else str(value)
         return out
+
+
+def _tree_roots(get: Callable[[str], str]) -> dict[str, Path]:
+    """The compose, staging and production roots: absolute, not ``/``, and none equal to or inside another.
+
+    Compared after resolving symlinks and ``..``: a compose writes its root and staging, and only an approved
+    promotion may write production, so trees that overlap would let a compose publish without approval.
+    """
+    real: dict[str, Path] = {}
+    for name in TREE_ROOTS:
+        raw = get(name)
+        hint = f"set an absolute directory of its own, e.g. {DEFAULTS[name]}"
+        if not os.path.isabs(raw):
+            raise SettingsError(f"{name}={raw!r} is a relative path, which every process would resolve from its "
+                                f"own working directory; {hint}")
+        resolved = os.path.realpath(raw)
+        if resolved == "/":
+            raise SettingsError(f"{name}={raw!r} is the root directory{_resolved_note(name, raw, resolved)}; {hint}")
+        real[name] = Path(resolved)
+    for a, b in itertools.combinations(TREE_ROOTS, 2):
+        if real[a] == real[b]:
+            relation = f"{a}={get(a)!r} and {b}={get(b)!r} are the same directory"
+        elif real[b] in real[a].parents:
+            relation = f"{a}={get(a)!r} is inside {b}={get(b)!r}"
+        elif real[a] in real[b].parents:
+            relation = f"{b}={get(b)!r} is inside {a}={get(a)!r}"
+        else:
+            continue
+        notes = "".join(_resolved_note(n, get(n), str(real[n])) for n in (a, b))
+        raise SettingsError(
+            f"{relation}{notes}: a compose or an update would write where only an approved promotion may. "
+            f"Set {', '.join(TREE_ROOTS[:-1])} and {TREE_ROOTS[-1]} to separate directories, none inside another")
+    return {name: Path(get(name)) for name in TREE_ROOTS}
+
+
+def _resolved_note(name: str, raw: str, resolved: str) -> str:
+    return f" ({name} resolves to {resolved})" if os.path.normpath(raw) != resolved else ""
 
 
 def _number(get, name: str, low: float, high: float, hint: str) -> float:
