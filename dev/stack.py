@@ -130,6 +130,26 @@ def spawn(name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | No
                                 env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 whatever the umask, replacing the file atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` if needed and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
 # --- services ------------------------------------------------------------------------------
 
 
@@ -161,8 +181,10 @@ def start_s3(datadir: Path, port: int, log: Path) -> tuple[Service, subprocess.P
 
 def s3_secret(datadir: Path) -> str:
     path = datadir / ".secret"
-    if not path.exists():
-        path.write_text(secrets.token_hex(16))
+    if path.exists():
+        path.chmod(0o600)
+    else:
+        write_private(path, secrets.token_hex(16))
     return path.read_text().strip()
 
 
@@ -217,12 +239,12 @@ def s3_connection(url: str, datadir: Path) -> str:
 def passwords(path: Path) -> dict[str, str]:
     """Local passwords for the SimpleAuthManager users, generated once and kept in the stack dir."""
     if path.exists():
+        path.chmod(0o600)
         data = json.loads(path.read_text())
         if set(data) == set(USERS):
             return data
     data = {user: secrets.token_urlsafe(12) for user in USERS}
-    path.write_text(json.dumps(data, indent=1))
-    path.chmod(0o600)
+    write_private(path, json.dumps(data, indent=1))
     return data
 
 
@@ -256,7 +278,7 @@ def airflow_env(home: Path, port: int, passwords_file: Path, releng_env: Mapping
 
 def start_airflow(home: Path, port: int, env: Mapping[str, str], log: Path) -> tuple[Service, subprocess.Popen]:
     """Migrate the SQLite DB, load the pools, then ``airflow standalone`` in the background."""
-    home.mkdir(parents=True, exist_ok=True)
+    private_dir(home)  # Airflow writes airflow.cfg (Fernet key, JWT secret) with the process umask
     airflow = str(VENV_BIN / "airflow")
     for argv in ([airflow, "db", "migrate"], [airflow, "pools", "import", str(CHECKOUT / "config" / "pools.json")]):
         result = subprocess.run(argv, env=dict(env), capture_output=True, text=True)
@@ -296,9 +318,7 @@ class Stack:
         return next(s.url for s in self.services if s.name == "airflow")
 
     def save(self) -> None:
-        path = Path(self.dir) / "stack.json"
-        path.write_text(json.dumps(asdict(self), indent=1))
-        path.chmod(0o600)
+        write_private(Path(self.dir) / "stack.json", json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, stack_dir: Path) -> Stack | None:
@@ -371,8 +391,13 @@ def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 1833
         stack.stop()
         raise
     stack.save()
-    (stack_dir / "env").write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in stack.settings.items()))
+    write_env(stack_dir, stack.settings)
     return stack
+
+
+def write_env(stack_dir: Path, settings: Mapping[str, str]) -> None:
+    """``<stack>/env``: export lines for the settings, which include the S3 connection's secret."""
+    write_private(Path(stack_dir) / "env", "".join(f"export {k}={_shell_quote(v)}\n" for k, v in settings.items()))
 
 
 def _shell_quote(value: str) -> str:

@@ -64,6 +64,16 @@ def test_start_prints_the_ui_credentials_and_settings(started):
     assert f"export RELENG_COMPOSE_ROOT='{stack_dir.resolve()}/trees/compose'" in env
 
 
+def test_secrets_of_the_started_stack_are_private(started):
+    import stat
+
+    stack_dir, _ = started
+    for name in ("env", "s3/.secret", "passwords.json", "stack.json"):
+        assert stat.S_IMODE((stack_dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((stack_dir / "airflow").stat().st_mode) == 0o700  # airflow.cfg: Fernet key, JWT secret
+    assert "fernet_key" in (stack_dir / "airflow" / "airflow.cfg").read_text()
+
+
 def test_ui_answers_with_the_printed_credentials(started):
     _, out = started
     url = re.search(r"Airflow UI:\s+(\S+)", out).group(1)
