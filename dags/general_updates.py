@@ -58,7 +58,7 @@ with DAG(
     tags=["updates", "staging"],
     default_args=default_args(),
     params={
-        "release": release_param(),
+        "release": release_param(scheduled=True),
         "repos": Param([], type="array", title="Repos", uniqueItems=True,
                        items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
                        description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),

@@ -522,6 +522,50 @@ def profile_names(config_dir: str | Path) -> list[str]:
     return [p.stem for p in profile_paths(config_dir)]
 
 
+class ConfigDirError(ValueError):
+    """RELENG_CONFIG_DIR cannot be used: it is missing, not a directory, or holds no valid profile."""
+
+
+@dataclass(frozen=True)
+class ReleaseChoice:
+    """What a trigger form may offer: every profile name, those that validate, and the others' problems."""
+
+    config_dir: Path
+    all_names: tuple[str, ...]
+    names: tuple[str, ...]
+    problems: dict[str, tuple[Problem, ...]]
+
+    @property
+    def broken(self) -> tuple[str, ...]:
+        return tuple(self.problems)
+
+
+def release_choice(config_dir: str | Path) -> ReleaseChoice:
+    """Load every profile in ``config_dir``; raises ConfigDirError when none can be offered."""
+    config_dir = Path(config_dir)
+    hint = "set RELENG_CONFIG_DIR to the directory of the release profiles (*.yaml)"
+    if not config_dir.exists():
+        raise ConfigDirError(f"RELENG_CONFIG_DIR='{config_dir}' does not exist; {hint}")
+    if not config_dir.is_dir():
+        raise ConfigDirError(f"RELENG_CONFIG_DIR='{config_dir}' is not a directory; {hint}")
+    paths = profile_paths(config_dir)
+    if not paths:
+        raise ConfigDirError(f"RELENG_CONFIG_DIR='{config_dir}' holds no release profiles (*.yaml); {hint}")
+    names, problems = [], {}
+    for path in paths:
+        try:
+            load_profile(path)
+        except ProfileError as exc:
+            problems[path.stem] = tuple(exc.problems)
+        else:
+            names.append(path.stem)
+    if not names:
+        listed = "\n".join(str(p) for found in problems.values() for p in found)
+        raise ConfigDirError(f"no release profile in RELENG_CONFIG_DIR='{config_dir}' is valid; fix them "
+                             f"(python -m releng validate):\n{listed}")
+    return ReleaseChoice(config_dir, tuple(p.stem for p in paths), tuple(names), problems)
+
+
 def find_profile(name: str, config_dir: str | Path) -> ReleaseProfile:
     """Load the profile called ``name`` from ``config_dir``; the error names the available ones."""
     if not _NAME_RE.match(name):
