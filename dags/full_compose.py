@@ -30,7 +30,7 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.arches import PRIMARY_ARCHES
-from releng.dagparams import default_args, release_param
+from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
 from releng.operators.cloud import CloudImagePullOperator
 from releng.operators.compose import (
     PLAN_KINDS,
@@ -65,13 +65,15 @@ with DAG(
     params={
         "release": release_param(),
         "arches": Param([], type="array", title="Architectures", examples=list(PRIMARY_ARCHES),
-                        items={"type": "string", "enum": list(PRIMARY_ARCHES)},
+                        items={"type": "string", "enum": list(PRIMARY_ARCHES)}, uniqueItems=True,
+                        maxItems=len(PRIMARY_ARCHES),
                         description="Empty: every arch of the release."),
         "rc": Param(False, type="boolean", title="Release candidate",
                     description="Names and volume ids carry the profile's rclvl; staging goes to X.Y-RCn."),
         "hashed": Param(True, type="boolean", title="Hashed repos", description="Sync the hashed- repos."),
         "repoclosure": Param(True, type="boolean", title="Check repoclosure"),
-        "extra_isos": Param(["dvd"], type="array", title="Extra ISOs", items={"type": "string"},
+        "extra_isos": Param(["dvd"], type="array", title="Extra ISOs", maxItems=MAX_NAMES,
+                            items={"type": "string", "maxLength": MAX_NAME_LENGTH},
                             description="iso.images entries to build (disc images); empty: none."),
         "full_run": Param(True, type="boolean", title="Full run",
                           description="Debug, source and kickstart trees and cloud images; off: os trees only."),

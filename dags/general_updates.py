@@ -33,7 +33,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
-from releng.dagparams import default_args, release_param
+from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.reposync import RepoSyncOperator
 from releng.operators.updates import (
@@ -59,8 +59,9 @@ with DAG(
     default_args=default_args(),
     params={
         "release": release_param(scheduled=True),
-        "repos": Param([], type="array", title="Repos", uniqueItems=True,
-                       items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        "repos": Param([], type="array", title="Repos", uniqueItems=True, maxItems=MAX_NAMES,
+                       items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                              "maxLength": MAX_NAME_LENGTH},
                        description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),
         "rc": Param(False, type="boolean", title="Release candidate directory",
                     description="Stage into X.Y-RCn instead of the released X.Y."),

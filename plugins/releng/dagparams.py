@@ -12,6 +12,9 @@ from releng.core.settings import settings
 
 OWNER = "release-eng"
 SHOWN_PROBLEMS = 10
+# Bounds of the list params (repo ids, image names): Airflow refuses a larger conf before a run exists.
+MAX_NAME_LENGTH = 64
+MAX_NAMES = 64
 
 
 def default_args(retry_delay: timedelta = timedelta(minutes=2)) -> dict:
