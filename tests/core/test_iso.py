@@ -139,6 +139,12 @@ def test_x86_64_dialog():
     ]
 
 
+def test_dialog_with_a_stamp_fixes_every_file_time():
+    lines = iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "v", "x86_64", [], stamp=1715000000)
+    assert lines[-2:] == ["-volume_date all_file_dates =1715000000", "-end"]
+    assert lines.index("-volume_date all_file_dates =1715000000") > lines.index("-volid 'v'")
+
+
 def test_ppc64le_dialog_is_ppc_with_untranslated_names():
     lines = iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "Rocky-9-7-ppc64le-dvd", "ppc64le", [])
     assert "-system_id PPC" in lines

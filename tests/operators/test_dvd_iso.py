@@ -245,6 +245,25 @@ def test_rerun_converges_to_the_same_dvd(built):
     assert sorted(p.name for p in layout.lorax_dir("x86_64").iterdir()) == ["dvd", "lorax", "xorriso-dvd-x86_64.txt"]
 
 
+def test_rebuild_after_the_inputs_were_touched_is_byte_identical(tmp_path, el9, fixture_buildsystem):
+    layout = new_compose(tmp_path, el9, fixture_buildsystem, arches=("aarch64",))
+    extra = iso.extra_files_dir(layout)
+    extra.mkdir(parents=True)
+    (extra / "EULA").write_text("fixture EULA\n")
+    first = iso.build_dvd(layout, "aarch64", "dvd", rc=False)
+    before = first.iso.read_bytes()
+    # what a rerun meets: re-synced repos, redeployed extra files, a re-unpacked lorax tree (new mtimes)
+    later = EPOCH + 86400
+    for top in (layout.compose, extra, layout.lorax_dir("aarch64") / "lorax"):
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                os.utime(Path(dirpath) / name, (later, later))
+            os.utime(dirpath, (later + 1, later + 1))
+    again = iso.build_dvd(layout, "aarch64", "dvd", rc=False)
+    assert again.iso == first.iso and again.sha256 == first.sha256
+    assert again.iso.read_bytes() == before
+
+
 def test_dialog_is_kept_for_inspection(built):
     layout, _ = built
     lines = iso.dialog_path(layout, "x86_64", "dvd").read_text().splitlines()

@@ -8,7 +8,8 @@ rest; then ``implantisomd5``, a manifest, a boot sanity check and checksums.
 The ISO is written under a temp name beside the compose and renamed into
 ``work/isos/<arch>/`` at the end, so a failed or killed run leaves nothing half
 written there, and a rerun converges: xorriso gets ``SOURCE_DATE_EPOCH`` = the
-lorax tree's build time, so the same inputs give a byte-identical DVD.
+lorax tree's build time and sets every file and directory time on the ISO to it,
+so the same contents give a byte-identical DVD whatever the input trees' mtimes.
 
 Cloud images (empanadas §10): the newest upload per (type, variant, arch),
 ordered by (date, build number, upload epoch) as numbers; empanadas sorted the
@@ -242,8 +243,13 @@ def system_id(arch: str) -> str:
     return "PPC" if arch.startswith("ppc") else "LINUX"
 
 
-def xorriso_dialog(boot_iso: Path, outdev: Path, volid: str, arch: str, grafts: Sequence[Graft]) -> list[str]:
-    """The xorriso dialog (empanadas' xorriso.tmpl.txt): replay boot.iso, graft the rest, ``-end``."""
+def xorriso_dialog(boot_iso: Path, outdev: Path, volid: str, arch: str, grafts: Sequence[Graft],
+                   stamp: int | None = None) -> list[str]:
+    """The xorriso dialog (empanadas' xorriso.tmpl.txt): replay boot.iso, graft the rest, ``-end``.
+
+    With ``stamp``, every file and directory on the ISO gets that time, so the ISO depends only on the
+    contents (a re-synced repo or a redeployed extra file has new mtimes, not new bytes).
+    """
     lines = [
         f"-indev {xorriso_quote(str(boot_iso))}",
         f"-outdev {xorriso_quote(str(outdev))}",
@@ -258,6 +264,8 @@ def xorriso_dialog(boot_iso: Path, outdev: Path, volid: str, arch: str, grafts: 
     if arch == "ppc64le":
         lines.append("-compliance untranslated_names")
     lines.append(f"-volid {xorriso_quote(volid)}")
+    if stamp is not None:
+        lines.append(f"-volume_date all_file_dates ={int(stamp)}")
     lines += [g.line() for g in grafts]
     lines.append("-end")
     return lines
@@ -566,7 +574,7 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
     scratch = Path(tempfile.mkdtemp(prefix=f".{image.name}-iso-", dir=layout.lorax_dir(arch)))
     try:
         tmp_iso = scratch / name
-        dialog = xorriso_dialog(boot_iso, tmp_iso, volid, arch, grafts)
+        dialog = xorriso_dialog(boot_iso, tmp_iso, volid, arch, grafts, stamp)
         dialog_file = dialog_path(layout, arch, image.name)
         _write_atomic(dialog_file, "\n".join(dialog) + "\n")
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(stamp)}
