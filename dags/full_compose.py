@@ -4,8 +4,9 @@
 The SOP's "full compose" of one release, as one run:
 
 1. **prepare_compose** checks the form against the release profile (bad combinations stop here,
-   before any work), creates `<Short>-<X.Y>-<YYYYMMDD.HHMMSS>` under `RELENG_COMPOSE_ROOT/<major>`
-   with `STATUS=STARTED`, and plans the work.
+   before any work), claims `<Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>` under `RELENG_COMPOSE_ROOT/<major>`
+   (`n` counts composes started in the same second; a rerun of the run reuses its own) with
+   `STATUS=STARTED`, and plans the work.
 2. In parallel:
    * **sync_repos** (`dnf reposync`, signatures checked, verified against the repodata, unchanged
      packages hard-linked from the previous compose) → **make_kickstart_trees** → **repoclosure**;
@@ -17,8 +18,10 @@ The SOP's "full compose" of one release, as one run:
    and image (xorriso replaying lorax's boot.iso, implantisomd5, the extra files grafted on).
 5. **pull_cloud_images** per arch and type. A deliverable the profile marks `failable` (cloud images
    in the shipped profiles) makes the compose `FINISHED_INCOMPLETE` when it fails, not `DOOMED`.
-6. **finalize_compose** writes checksums, `composeinfo.json`/`images.json`, `STATUS`, and moves
-   `latest-<Short>-<profile>` only for a finished compose. Any required failure → `DOOMED`.
+6. **finalize_compose** runs once every work task has ended (it refuses while any is running, queued,
+   up for retry or not started), writes checksums, `composeinfo.json`/`images.json`/`rpms.json`,
+   `STATUS`, and moves `latest-<Short>-<profile>` only for a finished compose. Any required failure →
+   `DOOMED`. A task cleared later that rewrites the compose sets `STATUS` back to `STARTED` first.
 7. **sync_to_staging** rsyncs the compose into `mirror/pub/<short>/<X.Y>[-RC]` of
    `RELENG_STAGING_ROOT` and updates the staging asset, which starts `promote_to_production`.
 """
@@ -40,6 +43,7 @@ from releng.operators.compose import (
     PlanWorkOperator,
     PrepareComposeOperator,
     SyncToStagingOperator,
+    reopen_compose,
     repoclosure_kwargs,
     reposync_kwargs,
 )
@@ -83,15 +87,18 @@ with DAG(
     with TaskGroup("plan", tooltip="the compose's work lists, one per mapped task"):
         plan = {kind: PlanWorkOperator(task_id=kind, kind=kind, retries=0) for kind in PLAN_KINDS}
     prepare >> list(plan.values())
-    extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files")
+    # Tasks that rewrite compose content set a finished compose back to STARTED first (reopen_compose).
+    extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files", pre_execute=reopen_compose)
 
     sync_repos = RepoSyncOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
+        pre_execute=reopen_compose,
     ).expand_kwargs(plan["reposync"].output.map(reposync_kwargs))
 
     # Empty work lists skip their mapped task, so the joins run on "nothing failed", not "all succeeded".
     kickstart = KickstartTreeOperator.partial(
         task_id="make_kickstart_trees", map_index_template="{{ task.repo }} {{ task.arch }}",
+        pre_execute=reopen_compose,
     ).expand_kwargs(plan["kickstart"].output)
 
     closure = RepoclosureOperator.partial(
@@ -103,15 +110,17 @@ with DAG(
 
     unpack = PullUnpackTreeOperator.partial(
         task_id="pull_unpack_tree", map_index_template="{{ task.arch }}", trigger_rule=TriggerRule.NONE_FAILED,
+        pre_execute=reopen_compose,
     ).expand_kwargs(build_lorax.output.zip(plan["lorax"].output).map(pull_unpack_kwargs))
 
     dvd = XorrisoIsoOperator.partial(
         task_id="build_dvd_iso", pool="iso_build", map_index_template="{{ task.arch }} {{ task.image }}",
-        trigger_rule=TriggerRule.NONE_FAILED,
+        trigger_rule=TriggerRule.NONE_FAILED, pre_execute=reopen_compose,
     ).expand_kwargs(plan["dvd"].output)
 
     cloud = CloudImagePullOperator.partial(
         task_id="pull_cloud_images", map_index_template="{{ task.arch }} {{ task.image_type }}",
+        pre_execute=reopen_compose,
     ).expand_kwargs(plan["cloud"].output)
 
     finalize = FinalizeComposeOperator(
@@ -123,4 +132,7 @@ with DAG(
     sync_repos >> kickstart >> closure
     [closure, build_lorax] >> unpack >> dvd
     prepare >> extra_files >> dvd
-    [dvd, cloud] >> finalize >> staging
+    # finalize waits for every work task to end: an empty work list skips its task at once, so depending
+    # on the last deliverables alone let it run while syncs were still running.
+    [prepare, *plan.values(), extra_files, sync_repos, kickstart, closure, build_lorax, unpack, dvd, cloud] \
+        >> finalize >> staging

@@ -123,3 +123,62 @@ def test_failable_deliverables_come_from_the_profile(el9):
     outcome = compose_outcome(states, keys, tasks)
     assert outcome.status == "DOOMED" and outcome.failed_required == (f"pull_cloud_images_{ec2[0]}",)
     assert compose_outcome({"build_dvd_iso_1": "failed"}, keys, tasks).status == "FINISHED_INCOMPLETE"
+
+
+@pytest.mark.parametrize("state", ["running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule",
+                                   "restarting", None])
+def test_outcome_refuses_while_a_task_has_not_ended(state):
+    tasks = ["sync_repos", "repoclosure"]
+    states = {"sync_repos_0": "failed", "sync_repos_1": state, "repoclosure": "success"}
+    with pytest.raises(compose.ComposeNotEnded, match=r"refusing to finalize: 1 work tasks have not ended: "
+                                                      rf"sync_repos_1 \({state or 'not started'}\)") as err:
+        compose_outcome(states, [], tasks)
+    assert err.value.unfinished == [("sync_repos_1", state)]
+    assert compose.missing_tasks({"sync_repos_3": "success"}, ["sync_repos", "repoclosure"]) == ["repoclosure"]
+
+
+def test_outcome_reads_airflow_state_enums():
+    from airflow.utils.state import TaskInstanceState
+
+    assert compose_outcome({"a": TaskInstanceState.SUCCESS, "b": TaskInstanceState.REMOVED}, [], ["a", "b"]).status \
+        == "FINISHED"
+    assert compose_outcome({"a": TaskInstanceState.FAILED}, [], ["a"]).status == "DOOMED"
+    with pytest.raises(compose.ComposeNotEnded):
+        compose_outcome({"a": TaskInstanceState.UP_FOR_RETRY}, [], ["a"])
+
+
+def test_each_run_claims_its_own_compose_and_finds_it_again(el9, tmp_path):
+    first = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__a")
+    second = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b")
+    assert (first.compose_id, second.compose_id) == ("Rocky-9.7-20261128.041500.0", "Rocky-9.7-20261128.041500.1")
+    assert (first.respin, second.respin) == (0, 1)
+    assert compose.compose_owner(first.top) == "manual__a" and compose.compose_owner(second.top) == "manual__b"
+    assert compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b") == second  # a rerun
+    # a directory someone else made (or a claim whose owner was never written) is never taken
+    (first.major_dir / "Rocky-9.7-20261128.041500.2").mkdir()
+    third = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__c")
+    assert third.compose_id == "Rocky-9.7-20261128.041500.3"
+    other_second = compose.claim_compose(el9, tmp_path, "20261128.041501", "manual__a")
+    assert other_second.compose_id == "Rocky-9.7-20261128.041501.0"  # another second starts over
+    with pytest.raises(ValueError, match="cannot own a compose"):
+        compose.claim_compose(el9, tmp_path, "20261128.041500", "")
+
+
+def test_claims_racing_for_one_second_never_share_a_directory(el9, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        layouts = list(pool.map(lambda i: compose.claim_compose(el9, tmp_path, "20261128.041500", f"run-{i}"),
+                                range(16)))
+    assert len({layout.top for layout in layouts}) == 16
+    assert all(compose.compose_owner(layout.top) == f"run-{i}" for i, layout in enumerate(layouts))
+
+
+def test_reopen_only_a_finished_compose(el9, tmp_path):
+    layout = compose.claim_compose(el9, tmp_path, "20261128.041500", "run")
+    compose.start_compose(layout)
+    assert compose.reopen(layout) is None and compose.read_status(layout) == "STARTED"
+    compose.write_status(layout, "FINISHED_INCOMPLETE")
+    assert compose.reopen(layout) == "FINISHED_INCOMPLETE" and compose.read_status(layout) == "STARTED"
+    compose.write_status(layout, "DOOMED")
+    assert compose.reopen(layout) is None and compose.read_status(layout) == "DOOMED"

@@ -40,6 +40,9 @@ def test_compose_layout_from_id_or_top_dir(el9, layout):
     assert iso.compose_layout(el9, "/srv/compose/9/Rocky-9.7-20251123.143015/", Path("/elsewhere")) == layout
     with pytest.raises(iso.IsoInputError, match="neither a compose id"):
         iso.compose_layout(el9, "../x", Path("/srv/compose"))
+    counted = iso.compose_layout(el9, "/srv/compose/9/Rocky-9.7-20251123.143015.2", Path("/elsewhere"))
+    assert counted == ComposeLayout(el9, Path("/srv/compose"), "Rocky-9.7-20251123.143015.2")
+    assert iso.compose_layout(el9, "Rocky-9.7-20251123.143015.2", Path("/srv/compose")) == counted
     with pytest.raises(iso.IsoInputError, match="not under a 9/ directory"):
         iso.compose_layout(el9, "/srv/compose/8/Rocky-9.7-20251123.143015", Path("/srv/compose"))
 

@@ -59,6 +59,17 @@ def test_timestamp_is_utc(el9):
         compose_id(el9, "2025-11-23")
 
 
+def test_compose_id_counter(el9):
+    assert compose_id(el9, "20261128.041500", 0) == "Rocky-9.7-20261128.041500.0"
+    layout = ComposeLayout.new(el9, Path("/c"), "20261128.041500", 12)
+    assert layout.compose_id == "Rocky-9.7-20261128.041500.12" and layout.respin == 12
+    assert layout.timestamp == int(datetime(2026, 11, 28, 4, 15, tzinfo=UTC).timestamp())
+    assert ComposeLayout.new(el9, Path("/c"), "20261128.041500").respin == 0  # an id from before the counter
+    for bad in (-1, True, "1"):
+        with pytest.raises(LayoutError, match="is not a non-negative integer"):
+            compose_id(el9, "20261128.041500", bad)
+
+
 def test_release_trees(el9):
     trees = ReleaseTrees(el9, Path("/mnt/repos-staging"), Path("/mnt/repos-production"))
     assert trees.staging_dir(rc=True) == Path("/mnt/repos-staging/mirror/pub/rocky/9.7-RC1")

@@ -91,3 +91,10 @@ def test_rpms_manifest_with_real_signature_keys(layout, tmp_path, fixture_builds
     loaded.load(str(path))
     data = json.loads(path.read_text())["payload"]["rpms"]["BaseOS"]["x86_64"]
     assert data["fixture-baseos-0:1.0-1.el9.src"]["libfoo-0:1.0-1.el9.x86_64"]["sigkey"] == key_id
+
+
+def test_source_nevra_takes_the_binary_epoch():
+    assert metadata.srpm_nevra("foo-1.4-1.el9.src.rpm", "2") == "foo-2:1.4-1.el9.src"
+    assert metadata.srpm_nevra("foo-bar-1.4-1.el9.src.rpm", "0") == "foo-bar-0:1.4-1.el9.src"
+    assert metadata.srpm_nevra("foo-1.4-1.el9.src.rpm", None) == "foo-0:1.4-1.el9.src"
+    assert metadata.srpm_nevra(None, "2") is None

@@ -134,6 +134,28 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
     assert os.readlink(staging / "latest-9") == "9.7"
 
 
+def test_finalize_runs_only_after_every_work_task_ended(airflow_db, site, el9):
+    """No DVD and no cloud images: their mapped tasks are skipped at once, the syncs and closure are not."""
+    dr, states = _run({"release": "el9", "arches": ["x86_64"], "full_run": False, "extra_isos": []})
+    assert dr.state == "success", json.dumps(states, indent=1)
+    tis = dr.get_task_instances()
+    (finalize,) = [ti for ti in tis if ti.task_id == "finalize_compose"]
+    (staging,) = [ti for ti in tis if ti.task_id == "sync_to_staging"]
+    work = [ti for ti in tis if ti.task_id not in ("finalize_compose", "sync_to_staging")]
+    assert states["sync_repos"] == ["success"] * 13 and states["repoclosure"] == ["success"] * len(el9.repoclosure)
+    assert states["build_dvd_iso"] == states["pull_cloud_images"] == ["skipped"]
+    ran = [ti for ti in work if ti.state != "skipped"]  # skipped instances never ran and have no dates
+    assert {ti.task_id for ti in ran} >= {"prepare_compose", "sync_repos", "repoclosure", "deploy_extra_files"}
+    for ti in ran:
+        assert ti.state == "success" and ti.end_date <= finalize.start_date, (ti.task_id, ti.map_index)
+    assert finalize.end_date <= staging.start_date
+    top = _compose_top(site)
+    assert (top / "STATUS").read_text().strip() == "FINISHED"
+    rpms = productmd.rpms.Rpms()
+    rpms.load(str(top / "compose" / "metadata" / "rpms.json"))
+    assert set(rpms.rpms) == {repo.dir for repo in el9.repos}  # every synced repo, not the first few
+
+
 def test_unclosed_repo_dooms_the_compose_before_isos_and_staging(airflow_db, site, monkeypatch, tmp_path, capfd):
     config = tmp_path / "releases"
     shutil.copytree(ROOT / "config" / "releases", config)

@@ -1,9 +1,12 @@
 """A compose's plan and state: validated run parameters, the work items per (repo, arch, kind),
-STATUS, COMPOSE_ID and the ``latest-<Short>-<profile>`` link.
+the compose directory a run claims, STATUS, COMPOSE_ID and the ``latest-<Short>-<profile>`` link.
 
-The plan is plain data; the DAG maps its lists onto operators. STATUS moves
-STARTED -> FINISHED | FINISHED_INCOMPLETE | DOOMED (Pungi's words), and the
-latest link only moves for a finished compose, atomically.
+The plan is plain data; the DAG maps its lists onto operators. Each run claims its own
+``<Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>`` directory with mkdir (Pungi's respin counter) and records
+its run id in it, so a retry or rerun of the run finds it again and no other run ever takes it.
+STATUS moves STARTED -> FINISHED | FINISHED_INCOMPLETE | DOOMED (Pungi's words), back to STARTED
+when a task rewrites a finished compose, and the latest link only moves for a finished compose,
+atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from releng.core.layout import STATUSES, ComposeLayout, LayoutError
+from releng.core.layout import STATUSES, ComposeLayout, LayoutError, compose_id
 from releng.core.profile import ReleaseProfile
 
 
@@ -113,6 +116,44 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+OWNER_FILE = "RUN_ID"
+FINISHED_STATUSES = frozenset({"FINISHED", "FINISHED_INCOMPLETE"})
+
+
+def compose_owner(top: Path) -> str | None:
+    """The run id recorded in a compose directory (None when it has none)."""
+    try:
+        return (top / OWNER_FILE).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def claim_compose(profile: ReleaseProfile, compose_root: Path, timestamp: str, run_id: str) -> ComposeLayout:
+    """The compose directory of run ``run_id``: the one it already owns, else the first free ``<id>.<n>``.
+
+    A free directory is claimed by creating it (mkdir is atomic: of two runs only one gets it), then
+    the run id is written into it. Another run's directory, finished or not, is never returned.
+    """
+    if not run_id or "\n" in run_id:
+        raise ValueError(f"run id {run_id!r} cannot own a compose")
+    base = compose_id(profile, timestamp)
+    major_dir = Path(compose_root) / str(profile.major)
+    major_dir.mkdir(parents=True, exist_ok=True)
+    for top in sorted(major_dir.glob(f"{base}.*")):
+        if top.name[len(base) + 1:].isdigit() and not top.is_symlink() and compose_owner(top) == run_id:
+            return ComposeLayout(profile, Path(compose_root), top.name)
+    respin = 0
+    while True:
+        layout = ComposeLayout.new(profile, compose_root, timestamp, respin)
+        try:
+            layout.top.mkdir()
+        except FileExistsError:
+            respin += 1
+            continue
+        _atomic_write(layout.top / OWNER_FILE, run_id + "\n")
+        return layout
+
+
 def start_compose(layout: ComposeLayout) -> Path | None:
     """Create the compose dirs, COMPOSE_ID and STATUS=STARTED; return the previous compose (latest link)."""
     previous = previous_compose(layout)
@@ -148,6 +189,18 @@ def read_status(layout: ComposeLayout) -> str | None:
         return None
 
 
+def reopen(layout: ComposeLayout) -> str | None:
+    """Before rewriting a finished compose: STATUS back to STARTED. Returns the status it had when it changed.
+
+    A STARTED or DOOMED compose is left as it is; finalizing decides the status again.
+    """
+    status = read_status(layout)
+    if status in FINISHED_STATUSES:
+        write_status(layout, "STARTED")
+        return status
+    return None
+
+
 def move_latest_link(layout: ComposeLayout) -> None:
     """Point ``latest-<Short>-<profile>`` at this compose: a new link renamed over the old one (atomic)."""
     link = layout.latest_link
@@ -167,6 +220,20 @@ class Outcome:
 
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
+# Airflow's finished states; anything else (running, queued, scheduled, deferred, up_for_retry,
+# up_for_reschedule, restarting, no state yet) is a task that may still write into the compose.
+ENDED_STATES = frozenset({"success", "skipped", "removed", *FAILED_STATES})
+
+
+class ComposeNotEnded(RuntimeError):
+    """Some watched task has not ended; the compose cannot be finalized yet."""
+
+    def __init__(self, unfinished: list[tuple[str, str | None]]):
+        self.unfinished = unfinished
+        listed = ", ".join(f"{key} ({state or 'not started'})" for key, state in unfinished[:20])
+        more = f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else ""
+        super().__init__(f"refusing to finalize: {len(unfinished)} work tasks have not ended: {listed}{more}; "
+                         f"the compose stays STARTED. Let them end, then clear finalize_compose")
 
 
 def _task_of(key: str, task_ids: Iterable[str]) -> str:
@@ -175,6 +242,13 @@ def _task_of(key: str, task_ids: Iterable[str]) -> str:
         if key == task_id or (key.startswith(task_id + "_") and key[len(task_id) + 1:].isdigit()):
             return task_id
     return key
+
+
+def missing_tasks(states: Mapping[str, str | None], task_ids: Iterable[str]) -> list[str]:
+    """The task ids among ``task_ids`` that have no instance at all in ``states``."""
+    task_ids = list(task_ids)
+    present = {_task_of(key, task_ids) for key in states}
+    return [t for t in task_ids if t not in present]
 
 
 def failable_keys(profile: ReleaseProfile, plan: ComposePlan, tasks: Mapping[str, str]) -> set[str]:
@@ -192,13 +266,19 @@ def failable_keys(profile: ReleaseProfile, plan: ComposePlan, tasks: Mapping[str
     return keys
 
 
-def compose_outcome(states: Mapping[str, str], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
+def compose_outcome(states: Mapping[str, str | None], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
     """STATUS from the run's task states, as Airflow reports them (``task`` or ``task_<map_index>``):
     a failed required task dooms the compose; a failed failable deliverable makes it FINISHED_INCOMPLETE.
-    ``failable`` holds task ids (every instance may fail) or single state keys.
+    ``failable`` holds task ids (every instance may fail) or single state keys. ComposeNotEnded when any
+    task has not ended (a sync waiting to retry may still succeed), whatever else failed.
     """
+    states = {key: getattr(state, "value", state) for key, state in states.items()}  # enum members: their values
     optional = set(failable)
     task_ids = list(task_ids)
+    unfinished = sorted(((k, state) for k, state in states.items() if state not in ENDED_STATES),
+                        key=lambda item: item[0])
+    if unfinished:
+        raise ComposeNotEnded(unfinished)
     failed = sorted(k for k, state in states.items() if state in FAILED_STATES)
 
     def is_optional(key: str) -> bool:

@@ -95,14 +95,14 @@ def disc_image(profile: ReleaseProfile, name: str) -> IsoImage:
 
 
 def compose_layout(profile: ReleaseProfile, compose: str | os.PathLike, compose_root: Path) -> ComposeLayout:
-    """The layout of a compose given by id (``Rocky-9.7-20251123.143015``) or by its top directory."""
+    """The layout of a compose given by id (``Rocky-9.7-20251123.143015.0``) or by its top directory."""
     ref = str(compose).rstrip("/")
     if COMPOSE_ID_RE.match(ref):
         return ComposeLayout(profile, Path(compose_root), ref)
     top = Path(ref)
     if not top.is_absolute() or not COMPOSE_ID_RE.match(top.name):
-        raise IsoInputError(f"compose {ref!r} is neither a compose id (<Short>-<X.Y>-<YYYYMMDD.HHMMSS>) nor the "
-                            f"absolute path of a compose directory")
+        raise IsoInputError(f"compose {ref!r} is neither a compose id (<Short>-<X.Y>-<YYYYMMDD.HHMMSS>[.<n>]) nor "
+                            f"the absolute path of a compose directory")
     if top.parent.name != str(profile.major):
         raise IsoInputError(f"compose directory {top} is not under a {profile.major}/ directory; "
                             f"it does not belong to {profile.name}")

@@ -2,12 +2,12 @@
 
 Compose tree (empanadas' layout, ../shared/reference/empanadas.md §3)::
 
-    <compose_root>/<major>/<Short>-<revision>-<YYYYMMDD.HHMMSS>/
+    <compose_root>/<major>/<Short>-<revision>-<YYYYMMDD.HHMMSS>.<n>/
         compose/<RepoDir>/<arch>/{os,kickstart,debug/tree}   compose/<RepoDir>/source/tree
         compose/isos/<arch>  compose/images/<arch>  compose/metadata/
         work/{lorax,isos,images,logs,dnf}/...
         STATUS
-    <compose_root>/<major>/latest-<Short>-<profile> -> <Short>-<revision>-<TS>
+    <compose_root>/<major>/latest-<Short>-<profile> -> <Short>-<revision>-<TS>.<n>
 
 Release directories (sync/common, ../shared/reference/sync.md §1)::
 
@@ -27,7 +27,10 @@ from pathlib import Path
 
 from releng.core.profile import ReleaseProfile
 
-COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\.(?P<time>\d{6})$")
+# <Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>: n counts composes started in the same second (Pungi's respin); ids
+# without it are composes made before the counter existed.
+COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\.(?P<time>\d{6})"
+                           r"(?:\.(?P<respin>\d+))?$")
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 STATUSES = ("STARTED", "FINISHED", "FINISHED_INCOMPLETE", "DOOMED")
 
@@ -48,10 +51,15 @@ def compose_timestamp(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d.%H%M%S")
 
 
-def compose_id(profile: ReleaseProfile, timestamp: str) -> str:
+def compose_id(profile: ReleaseProfile, timestamp: str, respin: int | None = None) -> str:
+    """``<Short>-<X.Y>-<timestamp>``, with ``.<respin>`` when given (every new compose has one)."""
     cid = f"{profile.shortname}-{profile.revision}-{timestamp}"
+    if respin is not None:
+        if not isinstance(respin, int) or isinstance(respin, bool) or respin < 0:
+            raise LayoutError(f"compose counter {respin!r} is not a non-negative integer")
+        cid += f".{respin}"
     if not COMPOSE_ID_RE.match(cid):
-        raise LayoutError(f"compose id {cid!r} does not have the form <Short>-<X.Y>-<YYYYMMDD.HHMMSS>")
+        raise LayoutError(f"compose id {cid!r} does not have the form <Short>-<X.Y>-<YYYYMMDD.HHMMSS>[.<n>]")
     return cid
 
 
@@ -72,14 +80,21 @@ class ComposeLayout:
     compose_id: str
 
     @classmethod
-    def new(cls, profile: ReleaseProfile, compose_root: Path, timestamp: str) -> ComposeLayout:
-        return cls(profile, Path(compose_root), compose_id(profile, timestamp))
+    def new(cls, profile: ReleaseProfile, compose_root: Path, timestamp: str,
+            respin: int | None = None) -> ComposeLayout:
+        return cls(profile, Path(compose_root), compose_id(profile, timestamp, respin))
 
     @property
     def timestamp(self) -> int:
         """The compose id's time as a Unix timestamp (build_timestamp of its trees)."""
         m = COMPOSE_ID_RE.match(self.compose_id)
         return int(datetime.strptime(f"{m['date']}{m['time']}", "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp())
+
+    @property
+    def respin(self) -> int:
+        """The compose id's ``.<n>`` counter (0 for an id without one)."""
+        m = COMPOSE_ID_RE.match(self.compose_id)
+        return int(m["respin"] or 0) if m else 0
 
     # --- top level -----------------------------------------------------------------------
     @property

@@ -51,7 +51,7 @@ def _header(meta, layout: ComposeLayout, date: str) -> None:
     meta.compose.id = layout.compose_id
     meta.compose.type = "production"
     meta.compose.date = date
-    meta.compose.respin = 0
+    meta.compose.respin = layout.respin
 
 
 def compose_info(layout: ComposeLayout, arches: Iterable[str], date: str, rc: bool,
@@ -149,6 +149,16 @@ class RpmRecord:
     sigkey: str | None
     category: str  # binary | debug | source
     srpm_nevra: str | None
+
+
+def srpm_nevra(sourcerpm: str | None, epoch: str | int | None) -> str | None:
+    """productmd's source NEVRA of a binary: ``foo-1.0-1.el9.src.rpm`` with the binary's epoch 2 ->
+    ``foo-2:1.0-1.el9.src``. The sourcerpm header carries no epoch; a source package and its binaries
+    share one, so the binary's is the source's (Pungi does the same)."""
+    if not sourcerpm:
+        return None
+    name, version, release = sourcerpm.removesuffix(".src.rpm").rsplit("-", 2)
+    return f"{name}-{epoch or 0}:{version}-{release}.src"
 
 
 def rpms_manifest(layout: ComposeLayout, records: Iterable[RpmRecord], date: str) -> pm_rpms.Rpms:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,7 @@ from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.settings import settings
 from releng.operators.common import load_release
 
+log = logging.getLogger(__name__)
 PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
 
 
@@ -26,8 +28,9 @@ def layout_of(summary: dict) -> ComposeLayout:
 class PrepareComposeOperator(BaseOperator):
     """Validate the run's parameters against the release and create the compose tree.
 
-    Returns the compose summary that every later task reads. The compose id comes from the run's
-    ``run_after``, so a retry reuses the same compose directory.
+    Returns the compose summary that every later task reads. The compose id is the run's ``run_after``
+    plus a counter (``<Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>``); the directory records the run id, so a
+    retry or rerun of this run reuses it and another run started in the same second gets the next ``n``.
     """
 
     ui_color = "#e8f4ea"
@@ -39,7 +42,9 @@ class PrepareComposeOperator(BaseOperator):
             run = compose.validate_params(profile, params)
         except compose.ComposeParamsError as exc:
             raise AirflowFailException(str(exc)) from None
-        layout = ComposeLayout.new(profile, settings().compose_root, compose_timestamp(context["dag_run"].run_after))
+        dag_run = context["dag_run"]
+        layout = compose.claim_compose(profile, settings().compose_root, compose_timestamp(dag_run.run_after),
+                                       dag_run.run_id)
         previous = compose.start_compose(layout)
         plan = compose.plan_compose(profile, run)
         summary = {
@@ -64,6 +69,21 @@ def plan_items(summary: dict, kind: str) -> list[dict]:
         return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
                 for i in plan.reposync if i["kind"] == "os" and i["primary"] and run.full_run]
     return [{k: v for k, v in item.items() if k != "primary"} | {"summary": summary} for item in getattr(plan, kind)]
+
+
+def reopen_compose(context: Context) -> None:
+    """``pre_execute`` hook of the tasks that rewrite compose content: a finished compose goes back to STARTED.
+
+    finalize_compose decides the status again; a failure here fails the task before it writes anything.
+    """
+    summary = context["ti"].xcom_pull(task_ids="prepare_compose")
+    if not summary:
+        return
+    layout = layout_of(summary)
+    before = compose.reopen(layout)
+    if before:
+        log.warning("compose %s was %s and is being rewritten: STATUS is STARTED until finalize_compose runs again",
+                    layout.compose_id, before)
 
 
 class PlanWorkOperator(BaseOperator):
@@ -172,20 +192,14 @@ def _checksum_entries(directory: Path) -> list[Checksum]:
     return entries
 
 
-def _srpm_nevra(sourcerpm: str | None) -> str | None:
-    """``foo-1.0-1.el9.src.rpm`` -> ``foo-0:1.0-1.el9.src`` (productmd's srpm NEVRA)."""
-    if not sourcerpm:
-        return None
-    name, version, release = sourcerpm.removesuffix(".src.rpm").rsplit("-", 2)
-    return f"{name}-0:{version}-{release}.src"
-
-
 class FinalizeComposeOperator(BaseOperator):
     """Decide the compose's STATUS from the run's task states, publish ISOs and images, write metadata.
 
-    Runs with ``trigger_rule=all_done``. A failed required task writes DOOMED and fails this task (so
-    staging never sees the compose); failed tasks listed in ``failable`` make it FINISHED_INCOMPLETE.
-    The latest link moves only for a finished compose.
+    Runs with ``trigger_rule=all_done`` directly downstream of every work task. While any watched task
+    has not ended (running, queued, up for retry, not started...) it refuses: it fails and leaves STATUS
+    as it is. A failed required task writes DOOMED and fails this task (so staging never sees the
+    compose); failed tasks listed in ``failable`` make it FINISHED_INCOMPLETE. The latest link moves
+    only for a finished compose.
 
     :param deliverables: mapped task id -> the plan list it runs over, for the deliverables the profile
         may mark ``failable`` (``{"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"}``)
@@ -211,13 +225,19 @@ class FinalizeComposeOperator(BaseOperator):
             tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
             tuple(summary["images"]), summary["full_run"]))
         failable = compose.failable_keys(layout.profile, plan, self.deliverables)
-        outcome = compose.compose_outcome(states, failable, self.watched)
+        # a watched task without any instance in this run has not started either
+        states = {**dict.fromkeys(compose.missing_tasks(states, self.watched)), **states}
+        try:
+            outcome = compose.compose_outcome(states, failable, self.watched)
+        except compose.ComposeNotEnded as exc:
+            raise AirflowFailException(f"compose {layout.compose_id}: {exc}") from None
         if outcome.status == "DOOMED":
             compose.write_status(layout, "DOOMED")
             raise AirflowFailException(
                 f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
                 f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
             )
+        compose.reopen(layout)  # a rerun rewrites checksums and metadata: not FINISHED while it does
         try:
             records = self._publish(layout, summary["arches"], summary["rc"])
             self._write_metadata(layout, summary, records)
@@ -329,13 +349,16 @@ class FinalizeComposeOperator(BaseOperator):
             arches = layout.profile.repo_arches(repo.id, summary["arches"]) if kind == "source" else (arch,)
             for p in packages:
                 path = str((tree / p.href).relative_to(layout.compose))
-                srpm = None if kind == "source" else _srpm_nevra(p.sourcerpm)
+                srpm = None if kind == "source" else metadata.srpm_nevra(p.sourcerpm, p.epoch)
                 for record_arch in arches:
                     yield metadata.RpmRecord(repo.dir, record_arch, p.nevra, path, keys[tree / p.href], category, srpm)
 
 
 class SyncToStagingOperator(BaseOperator):
     """rsync a finished compose into its staging release directory, point the staging links, emit the asset.
+
+    A compose whose STATUS is not FINISHED or FINISHED_INCOMPLETE (STARTED again because a task is
+    rewriting it, or DOOMED) is refused before anything is copied.
 
     Steps (``releng.core.staging``): payload, repodata files, repomd.xml; nothing is deleted, because
     updates published into the same release directory must stay. The staging asset event's extra names
@@ -353,6 +376,11 @@ class SyncToStagingOperator(BaseOperator):
 
         summary = context["ti"].xcom_pull(task_ids="prepare_compose")
         layout = layout_of(summary)
+        status = compose.read_status(layout)
+        if status not in compose.FINISHED_STATUSES:
+            raise AirflowFailException(f"compose {layout.compose_id} STATUS is {status or 'missing'}, not FINISHED: "
+                                       f"only a finalized compose is staged; let finalize_compose run (clear it) "
+                                       f"and then this task")
         s = settings()
         trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)
         dest = trees.staging_dir(summary["rc"])

@@ -1,0 +1,254 @@
+"""prepare_compose, finalize_compose, sync_to_staging and the reopen hook without a DAG run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import productmd.rpms
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from releng.core import compose
+from releng.core.layout import ComposeLayout
+from releng.operators.compose import (
+    FinalizeComposeOperator,
+    PrepareComposeOperator,
+    SyncToStagingOperator,
+    layout_of,
+)
+
+RUN_AFTER = datetime(2026, 11, 28, 4, 15, 0, tzinfo=UTC)
+WATCHED = ("prepare_compose", "sync_repos", "repoclosure", "build_dvd_iso", "pull_cloud_images")
+QUICK = {"release": "el9", "arches": ["x86_64"], "full_run": False, "extra_isos": []}
+
+
+class _TI:
+    """The two calls the compose operators make on their task instance."""
+
+    def __init__(self, summary: dict | None, states: dict | None = None):
+        self.summary, self.states = summary, states or {}
+
+    def xcom_pull(self, task_ids):
+        assert task_ids == "prepare_compose"
+        return self.summary
+
+    def get_task_states(self, dag_id, run_ids, task_ids):
+        return {run_ids[0]: dict(self.states)}
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    for name in ("COMPOSE", "STAGING", "PRODUCTION"):
+        monkeypatch.setenv(f"RELENG_{name}_ROOT", str(tmp_path / name.lower()))
+    return tmp_path
+
+
+def _prepare(run_id: str, params: dict = QUICK) -> dict:
+    context = {"params": params, "dag_run": SimpleNamespace(run_after=RUN_AFTER, run_id=run_id)}
+    return PrepareComposeOperator(task_id="prepare_compose").execute(context)
+
+
+def _finalize(summary: dict, states: dict, run_id: str = "run-1") -> dict:
+    op = FinalizeComposeOperator(task_id="finalize_compose", watched=WATCHED,
+                                 deliverables={"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"})
+    return op.execute({"ti": _TI(summary, states), "dag_run": SimpleNamespace(run_id=run_id)})
+
+
+# --- compose ids: unique per run, a rerun keeps its own directory (finding 6) --------------------------------
+
+
+def test_two_runs_started_in_the_same_second_get_distinct_composes(roots):
+    first = _prepare("manual__first")
+    second = _prepare("manual__second")
+    assert first["compose_id"] == "Rocky-9.7-20261128.041500.0"
+    assert second["compose_id"] == "Rocky-9.7-20261128.041500.1"
+    assert first["top"] != second["top"]
+    assert (Path(first["top"]) / "RUN_ID").read_text().strip() == "manual__first"
+    assert (Path(second["top"]) / "RUN_ID").read_text().strip() == "manual__second"
+
+
+def test_a_rerun_of_a_run_reuses_its_own_compose(roots):
+    first = _prepare("manual__first")
+    _prepare("manual__second")
+    again = _prepare("manual__first")
+    assert again["compose_id"] == first["compose_id"] and again["top"] == first["top"]
+    assert sorted(p.name for p in (roots / "compose" / "9").iterdir()) == [
+        "Rocky-9.7-20261128.041500.0", "Rocky-9.7-20261128.041500.1"]
+
+
+def test_a_finished_compose_is_never_rewritten_by_another_run(roots):
+    first = _prepare("manual__first")
+    layout = layout_of(first)
+    compose.write_status(layout, "FINISHED")
+    compose.move_latest_link(layout)
+    marker = layout.compose / "BaseOS" / "x86_64" / "os" / "marker"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("first")
+    second = _prepare("manual__second")
+    assert second["top"] != first["top"] and second["previous"] == first["top"]
+    assert compose.read_status(layout) == "FINISHED"
+    assert layout.latest_link.resolve() == layout.top
+    assert marker.read_text() == "first"
+
+
+# --- finalize only on ended work (finding 2) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def started(roots):
+    """A STARTED compose whose BaseOS sync is half done: Packages but no repodata yet."""
+    summary = _prepare("run-1")
+    layout = layout_of(summary)
+    (layout.repo_tree("BaseOS", "x86_64") / "Packages").mkdir(parents=True)
+    return summary, layout
+
+
+@pytest.mark.parametrize("state", ["up_for_retry", "running", "queued", "scheduled", "deferred", "up_for_reschedule",
+                                   "restarting", None])
+def test_finalize_refuses_while_a_watched_task_has_not_ended(started, state):
+    summary, layout = started
+    states = {"prepare_compose": "success", "sync_repos_0": "success", "sync_repos_1": state,
+              "repoclosure": "skipped", "build_dvd_iso": "skipped", "pull_cloud_images": "skipped"}
+    with pytest.raises(AirflowFailException) as err:
+        _finalize(summary, states)
+    message = str(err.value)
+    assert "refusing to finalize" in message and f"sync_repos_1 ({state or 'not started'})" in message
+    assert "repomd.xml" not in message  # not the misleading "was it synced?"
+    assert compose.read_status(layout) == "STARTED"
+    assert not layout.latest_link.exists() and not (layout.metadata / "rpms.json").exists()
+
+
+def test_finalize_refuses_when_a_watched_task_has_no_instance(started):
+    summary, layout = started
+    states = {"prepare_compose": "success", "sync_repos_0": "success", "build_dvd_iso": "skipped",
+              "pull_cloud_images": "skipped"}
+    with pytest.raises(AirflowFailException, match=r"refusing to finalize.*repoclosure \(not started\)"):
+        _finalize(summary, states)
+    assert compose.read_status(layout) == "STARTED"
+
+
+def test_finalize_refuses_an_unfinished_task_even_beside_a_failed_one(started):
+    summary, layout = started
+    with pytest.raises(AirflowFailException, match=r"refusing to finalize.*sync_repos_1 \(up_for_retry\)"):
+        _finalize(summary, {"sync_repos_0": "failed", "sync_repos_1": "up_for_retry"})
+    assert compose.read_status(layout) == "STARTED"
+
+
+# --- rpms.json: a binary's source package takes the binary's epoch (finding 5) ---------------------------------
+
+
+def _rpmbuild_with_epoch(workdir: Path) -> tuple[list[Path], Path]:
+    """``epochpkg-2:1.4-1`` with a subpackage: the binaries and the source package, built with rpmbuild."""
+    top = workdir / "rpmbuild"
+    (top / "SPECS").mkdir(parents=True)
+    spec = top / "SPECS" / "epochpkg.spec"
+    spec.write_text(textwrap.dedent("""\
+        Name: epochpkg
+        Epoch: 2
+        Version: 1.4
+        Release: 1
+        Summary: a package with an epoch
+        License: MIT
+        BuildArch: noarch
+        %description
+        Epoch test.
+        %package tools
+        Summary: its subpackage
+        %description tools
+        Epoch test tools.
+        %install
+        mkdir -p %{buildroot}/usr/share/epochpkg
+        echo 1.4 > %{buildroot}/usr/share/epochpkg/VERSION
+        echo tools > %{buildroot}/usr/share/epochpkg/TOOLS
+        %files
+        /usr/share/epochpkg/VERSION
+        %files tools
+        /usr/share/epochpkg/TOOLS
+        """))
+    subprocess.run(["rpmbuild", "-ba", "--quiet", "--define", f"_topdir {top}", str(spec)], check=True,
+                   capture_output=True)
+    return sorted((top / "RPMS" / "noarch").glob("*.rpm")), next((top / "SRPMS").glob("*.src.rpm"))
+
+
+def _repo(tree: Path, rpms: list[Path]) -> None:
+    (tree / "Packages").mkdir(parents=True)
+    for rpm in rpms:
+        (tree / "Packages" / rpm.name).write_bytes(rpm.read_bytes())
+    subprocess.run(["createrepo_c", "--quiet", "--no-database", str(tree)], check=True, capture_output=True)
+
+
+def test_rpms_json_files_binaries_under_their_source_with_the_epoch(roots, tmp_path):
+    summary = _prepare("run-1", {**QUICK, "full_run": True})
+    layout = layout_of(summary)
+    binaries, source = _rpmbuild_with_epoch(tmp_path / "build")
+    _repo(layout.repo_tree("BaseOS", "x86_64"), binaries)
+    _repo(layout.repo_tree("BaseOS", "src", "source"), [source])
+    result = _finalize(summary, {"prepare_compose": "success", "sync_repos_0": "success", "repoclosure": "skipped",
+                                 "build_dvd_iso": "skipped", "pull_cloud_images": "skipped"})
+    assert result["status"] == "FINISHED"
+    rpms = productmd.rpms.Rpms()
+    rpms.load(str(layout.metadata / "rpms.json"))
+    by_srpm = rpms.rpms["BaseOS"]["x86_64"]
+    sources = {nevra for srpm in by_srpm.values() for nevra, info in srpm.items() if info["category"] == "source"}
+    assert sources == {"epochpkg-2:1.4-1.src"}
+    binaries_listed = {nevra: srpm for srpm, pkgs in by_srpm.items() for nevra, info in pkgs.items()
+                       if info["category"] == "binary"}
+    assert binaries_listed == {"epochpkg-2:1.4-1.noarch": "epochpkg-2:1.4-1.src",
+                               "epochpkg-tools-2:1.4-1.noarch": "epochpkg-2:1.4-1.src"}
+    assert set(binaries_listed.values()) <= sources  # every binary's source key is a listed source package
+    assert list(json.loads((layout.metadata / "rpms.json").read_text())["payload"]["rpms"]["BaseOS"]["x86_64"]) == [
+        "epochpkg-2:1.4-1.src"]
+
+
+# --- a rewrite of a finished compose reopens it (finding 8b) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["FINISHED", "FINISHED_INCOMPLETE"])
+def test_a_task_rewriting_a_finished_compose_sets_it_back_to_started(roots, status):
+    from releng.operators.compose import reopen_compose
+
+    summary = _prepare("run-1")
+    layout = layout_of(summary)
+    compose.write_status(layout, status)
+    reopen_compose({"ti": _TI(summary)})
+    assert compose.read_status(layout) == "STARTED"
+
+
+def test_finalize_rerun_on_a_finished_compose_is_started_while_it_rewrites(roots, monkeypatch):
+    summary = _prepare("run-1")
+    layout = layout_of(summary)
+    states = {task: "skipped" for task in WATCHED}
+    assert _finalize(summary, states)["status"] == "FINISHED"
+    seen = []
+    publish = FinalizeComposeOperator._publish
+    monkeypatch.setattr(FinalizeComposeOperator, "_publish",
+                        lambda self, *a: seen.append(compose.read_status(layout)) or publish(self, *a))
+    assert _finalize(summary, states)["status"] == "FINISHED"
+    assert seen == ["STARTED"] and compose.read_status(layout) == "FINISHED"
+
+
+def test_reopen_leaves_started_and_doomed_composes_alone(roots):
+    from releng.operators.compose import reopen_compose
+
+    summary = _prepare("run-1")
+    layout = layout_of(summary)
+    reopen_compose({"ti": _TI(summary)})
+    assert compose.read_status(layout) == "STARTED"
+    compose.write_status(layout, "DOOMED")
+    reopen_compose({"ti": _TI(summary)})
+    assert compose.read_status(layout) == "DOOMED"
+    reopen_compose({"ti": _TI(None)})  # no compose yet: nothing to reopen
+
+
+def test_staging_refuses_a_compose_that_is_not_finished(roots):
+    summary = _prepare("run-1")
+    layout: ComposeLayout = layout_of(summary)
+    with pytest.raises(AirflowFailException, match=r"STATUS is STARTED.*finalize_compose"):
+        SyncToStagingOperator(task_id="sync_to_staging").execute({"ti": _TI(summary), "outlet_events": {}})
+    assert not (roots / "staging").exists() or not any((roots / "staging").iterdir())
+    assert compose.read_status(layout) == "STARTED"
