@@ -280,6 +280,57 @@ def test_dnf_output_parsers():
     assert repodata.gpg_failures(lines[:4]) == []
 
 
+CAPTURED_CHECKSIG = (  # rpm 4.18 -K of a good, an unsigned, a wrong-key, a non-rpm and a truncated package
+    "/c/good.rpm: digests signatures OK\n"
+    "/c/unsigned.rpm: digests OK\n"
+    "/c/other.rpm: digests SIGNATURES NOT OK\n"
+    "/c/notrpm.rpm:/c/trunc.rpm:"
+)
+
+
+def test_checksig_verdicts_are_read_per_package():
+    """Issue 7 finding 7: only a package's own stdout verdict counts; noise lines are no verdict on anything."""
+    files = [Path(f"/c/{n}.rpm") for n in ("good", "unsigned", "other", "notrpm", "trunc")]
+    noise = "ERROR: ld.so: object 'x.so' from LD_PRELOAD cannot be preloaded: ignored.\nwarning: something: odd\n"
+    bad = repodata.unverified_signatures(files, noise + CAPTURED_CHECKSIG)
+    assert bad == ["/c/unsigned.rpm: digests OK", "/c/other.rpm: digests SIGNATURES NOT OK",
+                   "/c/notrpm.rpm: no verdict from rpm -K (not a readable rpm package?)",
+                   "/c/trunc.rpm: no verdict from rpm -K (not a readable rpm package?)"]
+    assert repodata.unverified_signatures(files[:1], CAPTURED_CHECKSIG + "\n" + noise) == []
+    assert repodata.unverified_signatures(files[:1], noise) == [
+        "/c/good.rpm: no verdict from rpm -K (not a readable rpm package?)"]
+
+
+def _rpmdb(root: Path, keys: list[Path]) -> Path:
+    root.mkdir()
+    subprocess.run(["rpm", "--root", str(root), "--initdb"], check=True)
+    for key in keys:
+        subprocess.run(["rpm", "--root", str(root), "--import", str(key)], check=True)
+    return root
+
+
+def test_real_rpm_checksig_with_stderr_noise(tree, tmp_path, fixture_buildsystem, el9):
+    """Real rpm -K with a stray stderr line (ld.so's, from a preload that does not exist): good packages
+    pass, an unsigned one and one rpm cannot read still fail, and a package without the key fails."""
+    keys = [fixture_buildsystem.key_dir / k for k in el9.gpg_keys]
+    root = _rpmdb(tmp_path / "root", keys)
+    packages = sorted(tree.rglob("*.rpm"))
+    env = {**os.environ, "LD_PRELOAD": str(tmp_path / "no-such-preload.so"), "LC_ALL": "C.UTF-8"}
+    assert subprocess.run(repodata.checksig_argv(root, packages[:1]), env=env, capture_output=True,
+                          text=True).stderr  # the noise is really there
+    assert repodata.check_signatures(root, packages, env=env, batch=2) == []
+    unsigned = tmp_path / "unsigned.rpm"
+    shutil.copy(packages[0], unsigned)
+    subprocess.run(["rpmsign", "--delsign", str(unsigned)], check=True, capture_output=True)
+    broken = tmp_path / "broken.rpm"
+    broken.write_bytes(packages[0].read_bytes()[:3000])
+    bad = repodata.check_signatures(root, [*packages, unsigned, broken], env=env)
+    assert bad == [f"{unsigned}: digests OK", f"{broken}: no verdict from rpm -K (not a readable rpm package?)"]
+    no_keys = _rpmdb(tmp_path / "nokeys", [])
+    assert repodata.check_signatures(no_keys, packages[:1], env=env) == [
+        f"{packages[0]}: digests SIGNATURES NOT OK"]
+
+
 def test_repoclosure_output_is_parsed():
     stdout = (
         "package: foo-app-2.1-3.el9.x86_64 from AppStream\n"

@@ -285,6 +285,14 @@ def test_an_unsigned_package_fails_for_good(site, fixture_buildsystem, el9, tmp_
     assert "libfoo-1.0-1.el9.x86_64.rpm: digests OK" in str(err.value)
 
 
+def test_stray_stderr_of_rpm_is_no_verdict_on_a_package(site, el9, tmp_path):
+    """Issue 7 finding 7: a message on rpm's stderr (here ld.so's, from a preload that does not exist) is not
+    a bad package; every package verifies, so the sync succeeds."""
+    site.setenv("LD_PRELOAD", str(tmp_path / "no-such-preload.so"))
+    result = _sync(_layout(el9, tmp_path, "20250101.000000"), hashed=False)
+    assert result["packages"] == 3
+
+
 def test_a_missing_key_file_names_the_setting(site, el9, tmp_path):
     site.setenv("RELENG_GPG_KEY_DIR", str(tmp_path / "empty"))
     settings.cache_clear()

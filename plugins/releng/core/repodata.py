@@ -490,10 +490,52 @@ def checksig_argv(installroot: Path, files: Iterable[Path]) -> list[str]:
     return ["rpm", "--root", str(installroot), "--checksig", *map(str, files)]
 
 
-def unverified_signatures(output: str) -> list[str]:
-    """``rpm -K`` lines whose signature was not verified. An unsigned package prints only ``digests OK``
-    (exit 0), so every line must say ``signatures OK``."""
-    return [line.strip() for line in output.splitlines() if line.strip() and "signatures OK" not in line]
+class SignatureToolError(RuntimeError):
+    """``rpm -K`` itself failed (its exit code contradicts its verdicts); retrying may help."""
+
+
+def unverified_signatures(files: Iterable[Path | str], stdout: str) -> list[str]:
+    """The packages of ``files`` whose ``rpm -K`` verdict is not ``signatures OK``, in order.
+
+    rpm prints one ``<path>: <verdict>`` line per package on stdout: ``digests signatures OK``,
+    ``digests OK`` (unsigned, exit 0), ``digests SIGNATURES NOT OK`` (wrong or missing key). A package
+    is good only by its own verdict line; other lines (stderr, warnings, messages about other paths) are
+    not verdicts, and a package without one (not an rpm, unreadable, missing) is bad.
+    """
+    verdicts: dict[str, str] = {}
+    for line in stdout.splitlines():
+        path, sep, verdict = line.rstrip().rpartition(": ")
+        if sep and path not in verdicts:
+            verdicts[path] = verdict
+    bad = []
+    for name in map(str, files):
+        verdict = verdicts.get(name)
+        if verdict is None:
+            bad.append(f"{name}: no verdict from rpm -K (not a readable rpm package?)")
+        elif not verdict.endswith("signatures OK"):
+            bad.append(f"{name}: {verdict}")
+    return bad
+
+
+def check_signatures(installroot: Path, files: Iterable[Path], *, env: Mapping[str, str] | None = None,
+                     batch: int = 500) -> list[str]:
+    """Run ``rpm -K`` over ``files`` in batches; the :func:`unverified_signatures` lines of every batch.
+
+    Raises SignatureToolError when rpm exits non-zero although every package of a batch has an OK verdict.
+    """
+    files = list(files)
+    bad: list[str] = []
+    for start in range(0, len(files), batch):
+        chunk = files[start:start + batch]
+        done = subprocess.run(checksig_argv(installroot, chunk), capture_output=True, text=True, errors="replace",
+                              env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL)
+        found = unverified_signatures(chunk, done.stdout)
+        if done.returncode != 0 and not found:
+            detail = "\n".join(done.stderr.strip().splitlines()[-10:]) or "no message"
+            raise SignatureToolError(f"rpm -K exited {done.returncode} although every package it was given "
+                                     f"verified: {detail}")
+        bad += found
+    return bad
 
 
 def dearmor(armored: str) -> bytes:

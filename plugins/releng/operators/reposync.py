@@ -53,9 +53,10 @@ from releng.core.profile import ReleaseProfile
 from releng.core.repodata import (
     REPOMD,
     RepodataError,
+    SignatureToolError,
     TreeReport,
     break_shared_links,
-    checksig_argv,
+    check_signatures,
     copy_repodata,
     dearmor,
     failed_downloads,
@@ -68,7 +69,6 @@ from releng.core.repodata import (
     samefile_count,
     stale_metadata,
     tree_path,
-    unverified_signatures,
     verify_tree,
 )
 from releng.core.settings import Settings
@@ -408,11 +408,10 @@ class RepoSyncOperator(BaseOperator):
     def _check_signatures(self, job: _Job) -> None:
         """Every package's signature against the profile's keys only; a failure is not retriable."""
         files = [tree_path(job.dest, p.href) for p in iter_packages(job.dest)]
-        bad: list[str] = []
-        for start in range(0, len(files), CHECKSIG_BATCH):
-            done = subprocess.run(checksig_argv(job.ws.installroot, files[start:start + CHECKSIG_BATCH]),
-                                  capture_output=True, text=True, errors="replace", env=dnf_env())
-            bad += unverified_signatures(done.stdout + done.stderr)
+        try:
+            bad = check_signatures(job.ws.installroot, files, env=dnf_env(), batch=CHECKSIG_BATCH)
+        except SignatureToolError as exc:
+            raise AirflowException(f"{job.label}: {exc}; retry the task") from None
         if bad:
             shown = "\n".join(bad[:20]) + (f"\n... and {len(bad) - 20} more" if len(bad) > 20 else "")
             raise AirflowFailException(
