@@ -14,6 +14,7 @@ from dev import stack
 from releng.core import s3keys
 from releng.core.layout import ComposeLayout
 from releng.operators.cloud import CloudImagePullOperator
+from tests.umask import not_public, private_umask
 
 BUCKET = "releng-cloud-test"
 TIMESTAMP = "20250101.000000"
@@ -78,6 +79,13 @@ def test_pulls_the_newer_upload_of_each_variant_with_checksums_and_latest_links(
                            capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.count(": OK") == 5, check.stdout + check.stderr
     assert [p.name for p in out.parent.iterdir()] == ["x86_64"]  # no partial downloads left
+
+
+def test_pulled_images_are_world_readable_under_umask_077(s3, layout):
+    """Issue 7 finding 4: the download goes through a NamedTemporaryFile (0600); what lands is 0644."""
+    with private_umask():
+        pull(layout, "x86_64", "GenericCloud")
+    assert not_public(layout.work_images("x86_64")) == []
 
 
 def test_bucket_connection_and_compose_root_come_from_the_site_settings(site, el9):

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dev import extrafiles
 from releng.core.layout import ComposeLayout
 from releng.operators.compose import DeployExtraFilesOperator
+from tests.umask import not_public, private_umask
 
 
 class _TI:
@@ -42,6 +43,14 @@ def test_files_land_in_work_and_metadata(layout, el9):
     op.execute({"ti": _TI(_summary(layout))})  # a rerun replaces the directory as a whole
     assert not (dest / "stale").exists()
     assert not list(dest.parent.glob(".extra-files-*"))
+
+
+def test_files_are_world_readable_under_umask_077(layout, el9):
+    """Issue 7 finding 4: TemporaryDirectory makes 0700; the files and their directory are 0644/0755."""
+    with private_umask():
+        DeployExtraFilesOperator(task_id="deploy_extra_files").execute({"ti": _TI(_summary(layout))})
+    names = [Path(f).name for f in el9.extra_files.files]
+    assert not_public(layout.work / "global" / "extra-files", *(layout.metadata / n for n in names)) == []
 
 
 def test_a_missing_file_or_branch_fails_clearly(layout, tmp_path, monkeypatch, el9):

@@ -19,6 +19,7 @@ from dev import stack
 from releng.core import lorax, s3keys
 from releng.core.layout import ComposeLayout
 from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
+from tests.umask import not_public, private_umask
 
 BUCKET = "releng-lorax-pull"
 COMPOSE_ID = "Rocky-9.7-20250103.040506"
@@ -160,6 +161,18 @@ def test_pull_unpack_tree_success_and_rerun(built, compose):
     again = operator(compose, result).execute({})
     assert again == out and tree_snapshot(compose.top) == before
     assert leftovers(compose) == []
+
+
+def test_unpacked_tree_is_world_readable_under_umask_077(built, compose):
+    """Issue 7 finding 4: the tarball's members, the directories the merge makes and the boot ISO files are
+    0644/0755 in the repo trees and work/isos whatever the umask."""
+    _, result, _ = built
+    with private_umask():
+        operator(compose, result).execute({})
+    for kind in ("os", "kickstart"):
+        tree = compose.repo_tree("BaseOS", ARCH, kind)
+        assert not_public(*(tree / name for name in ("images", "isolinux", "EFI", ".discinfo", ".treeinfo"))) == []
+    assert not_public(compose.work_isos(ARCH), compose.lorax_dir(ARCH)) == []
 
 
 def test_newest_is_chosen_by_numeric_epoch(built, compose):

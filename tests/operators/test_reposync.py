@@ -16,6 +16,7 @@ from releng.core.layout import ComposeLayout
 from releng.core.repodata import package_index, verify_tree
 from releng.core.settings import settings
 from releng.operators.reposync import RepoSyncOperator
+from tests.umask import not_public, private_umask
 
 XCOM_KEYS = {"repo", "arch", "kind", "dest", "packages", "downloaded", "linked", "bytes", "seconds"}
 
@@ -291,6 +292,14 @@ def test_stray_stderr_of_rpm_is_no_verdict_on_a_package(site, el9, tmp_path):
     site.setenv("LD_PRELOAD", str(tmp_path / "no-such-preload.so"))
     result = _sync(_layout(el9, tmp_path, "20250101.000000"), hashed=False)
     assert result["packages"] == 3
+
+
+def test_a_tree_synced_under_umask_077_is_world_readable(site, el9, tmp_path):
+    """Issue 7 finding 4: dnf writes packages and repodata by the umask; the synced tree is 0644/0755."""
+    layout = _layout(el9, tmp_path, "20250101.000000")
+    with private_umask():
+        _sync(layout, hashed=False)
+    assert not_public(layout.repo_tree("BaseOS", "x86_64")) == []
 
 
 def test_a_missing_key_file_names_the_setting(site, el9, tmp_path):

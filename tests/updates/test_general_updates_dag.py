@@ -64,7 +64,8 @@ def updates_site(site, fixture_buildsystem, el9, tmp_path, monkeypatch):
     profile, and the staging release directory holding what the build system has now (as full_compose
     would have staged it: the build system's repodata and signature)."""
     root = tmp_path / "buildsystem"
-    shutil.copytree(fixture_buildsystem.root, root, symlinks=True)
+    # a gpg-agent another test started in the fixture's GNUPGHOME leaves sockets there, which cannot be copied
+    shutil.copytree(fixture_buildsystem.root, root, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))
     server = buildsystem.BuildSystemServer(root).start()
     config_dir = tmp_path / "releases"
     config_dir.mkdir()

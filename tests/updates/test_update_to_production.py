@@ -14,6 +14,7 @@ from releng.core import dnf
 from tests.dagrun import run_dag
 from tests.promotion.conftest import tree_digest
 from tests.promotion.test_dag import respond
+from tests.umask import not_public, private_umask
 from tests.updates.test_general_updates_dag import REPOS, updates_site  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.slow]
@@ -23,13 +24,14 @@ def test_new_build_goes_from_build_system_to_production(airflow_db, updates_site
     added = buildsystem.publish_update(updates_site.buildsystem, el9, "AppStream", "foo-app", "2.1", "4")
     assert "foo-app-2.1-4.el9.x86_64.rpm" in added
 
-    dr, states = run_dag("general_updates", {"release": "el9", "repos": REPOS})
-    assert dr.state == "success", states
+    with private_umask():  # issue 7 finding 4: a worker with umask 077 still publishes world-readable trees
+        dr, states = run_dag("general_updates", {"release": "el9", "repos": REPOS})
+        assert dr.state == "success", states
 
-    out: dict = {}
-    approver = respond("Approve", out, also_try_as_admin=True)
-    dr, states = run_dag("promote_to_production", {"release": "el9", "rc": False})
-    approver.join(timeout=30)
+        out: dict = {}
+        approver = respond("Approve", out, also_try_as_admin=True)
+        dr, states = run_dag("promote_to_production", {"release": "el9", "rc": False})
+        approver.join(timeout=30)
     assert out.get("admin", (None,))[0] == 403, out  # not an assigned approver
     assert out.get("approver", (None,))[0] == 200, out
     assert dr.state == "success", states
@@ -37,6 +39,7 @@ def test_new_build_goes_from_build_system_to_production(airflow_db, updates_site
 
     production = Path(site["RELENG_PRODUCTION_ROOT"]) / "mirror/pub/rocky/9.7"
     assert tree_digest(production) == tree_digest(updates_site.staging_dir)
+    assert not_public(Path(site["RELENG_STAGING_ROOT"]), Path(site["RELENG_PRODUCTION_ROOT"]) / "mirror") == []
 
     ws = dnf.DnfWorkspace(tmp_path / "dnf")
     ws.root.mkdir()

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from releng.core.modes import FILE_MODE
+
 CHUNK = 4 * 1024 * 1024
 _LINE_RE = re.compile(r"^(?P<algo>[A-Z0-9]+) \((?P<name>[^)]+)\) = (?P<hex>[0-9a-f]+)$")
 
@@ -51,6 +53,7 @@ def write_checksum_file(path: Path, entries: Iterable[Checksum]) -> Path:
     text = "".join(e.block() for e in sorted(entries, key=lambda e: e.name))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    os.chmod(tmp, FILE_MODE)
     os.replace(tmp, path)
     return path
 

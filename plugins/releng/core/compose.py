@@ -110,6 +110,7 @@ def plan_compose(profile: ReleaseProfile, params: ComposeParams) -> ComposePlan:
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
+        os.fchmod(f.fileno(), 0o644)  # published (metadata/COMPOSE_ID): world-readable whatever the umask
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

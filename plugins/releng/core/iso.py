@@ -39,7 +39,7 @@ from pathlib import Path
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from releng.core import checksums, treeinfo
+from releng.core import checksums, modes, treeinfo
 from releng.core.layout import COMPOSE_ID_RE, ComposeLayout, LayoutError, repo_dir_name
 from releng.core.profile import CloudImage, IsoImage, ReleaseProfile
 
@@ -430,6 +430,7 @@ def iso_manifest(path: Path, logger: logging.Logger = log) -> list[str]:
 def _write_atomic(path: Path, text: str, mtime: int | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    modes.make_public(tmp)
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     os.replace(tmp, path)
@@ -461,7 +462,8 @@ def build_variant_tree(layout: ComposeLayout, arch: str, image: IsoImage, lorax_
         for dirpath, dirnames, filenames in os.walk(lorax_tree):
             here = Path(dirpath)
             rel = here.relative_to(lorax_tree)
-            (work / rel).mkdir(exist_ok=True)
+            (work / rel).mkdir(mode=modes.DIR_MODE, exist_ok=True)
+            modes.make_public(work / rel)
             for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
                 rel_file = (rel / name).as_posix()
                 if rel_file in (BOOT_ISO, BOOT_MANIFEST, *REWRITTEN):
@@ -592,6 +594,7 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
             writeback.result()
         _fsync(tmp_iso)  # what implantisomd5 wrote
         size = tmp_iso.stat().st_size
+        modes.make_public(tmp_iso)
         final = out_dir / name
         os.replace(tmp_iso, final)
     finally:
@@ -717,9 +720,9 @@ def install_cloud_image(layout: ComposeLayout, image: CloudImage, build: CloudBu
     Returns the names written.
     """
     profile = layout.profile
-    out = layout.work_images(arch)
-    out.mkdir(parents=True, exist_ok=True)
+    out = modes.public_dirs(layout.work_images(arch))
     final = out / build.filename
+    modes.make_public(downloaded)  # a NamedTemporaryFile download is 0600
     if downloaded != final:
         os.replace(downloaded, final)
     size = final.stat().st_size

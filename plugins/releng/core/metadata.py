@@ -189,6 +189,7 @@ def dump(meta, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     meta.dump(str(tmp))
     type(meta)().load(str(tmp))
+    os.chmod(tmp, 0o644)  # published: world-readable whatever the umask
     os.replace(tmp, path)
     return path
 

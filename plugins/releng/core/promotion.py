@@ -49,6 +49,7 @@ from pathlib import Path
 
 from releng.core import filelist, repoverify, rsync
 from releng.core.layout import LayoutError, ReleaseTrees
+from releng.core.modes import public_dirs
 from releng.core.profile import find_profile, profile_names
 from releng.core.settings import Settings
 
@@ -632,7 +633,7 @@ def promote_phase(record: Mapping, phase: str, *, log: Log = _quiet, bwlimit_kbp
         if phase == "deletions":
             result = _delete(target, todo, log)
         else:
-            target.production_dir.mkdir(parents=True, exist_ok=True)
+            public_dirs(target.production_dir)
             result = {"files": 0, "dirs": 0, "bytes": 0}
             with tempfile.TemporaryDirectory(prefix="releng-promote-") as tmp:
                 for group in groups:

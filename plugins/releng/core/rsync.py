@@ -4,10 +4,11 @@ Every rsync the pipeline runs between staging and production is built here, so
 the flags live in one place (../shared/reference/sync.md §1.5 lists the old
 scripts' flags and what they got wrong):
 
-* ``TREE_FLAGS``: links as links, permissions (never group/world writable in
-  production), times, hard links (``-H``), sparse files. No ``-D``: a device
-  node or FIFO in a release tree is a mistake and must not reach mirrors. No
-  ``-o``/``-g``: production belongs to whoever runs the promotion.
+* ``TREE_FLAGS``: links as links, permissions as published (``RSYNC_CHMOD``:
+  directories 0755, files 0644 or 0755, whatever the source had), times,
+  hard links (``-H``), sparse files. No ``-D``: a device node or FIFO in a
+  release tree is a mistake and must not reach mirrors. No ``-o``/``-g``:
+  production belongs to whoever runs the promotion.
   ``--modify-window=-1`` compares and sets times to the nanosecond (rsync's
   default only compares whole seconds, so a file copied within the second it
   was written keeps a different mtime and the trees never become equal).
@@ -33,7 +34,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TREE_FLAGS = ("--links", "--perms", "--times", "--modify-window=-1", "--hard-links", "--sparse", "--chmod=go-w")
+from releng.core.modes import RSYNC_CHMOD
+
+TREE_FLAGS = ("--links", "--perms", "--times", "--modify-window=-1", "--hard-links", "--sparse", RSYNC_CHMOD)
 OUT_FORMAT = "--out-format=%i\t%l\t%n%L"
 PHASES = ("payload", "metadata", "deletions")
 

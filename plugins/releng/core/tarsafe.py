@@ -20,6 +20,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from releng.core.modes import make_public_tree, public_dirs
+
 GiB = 1024**3
 
 
@@ -120,7 +122,7 @@ def safe_extract(tarball: Path, dest: Path, limits: Limits = Limits(), *, replac
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise _unreadable(what, exc) from exc
         total = check_members(members, limits, what)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        public_dirs(dest.parent)
         free = shutil.disk_usage(dest.parent).free
         if total > free:
             raise TarSafetyError(f"{what} needs {total} bytes but {dest.parent} has {free} free; free some space")
@@ -128,8 +130,9 @@ def safe_extract(tarball: Path, dest: Path, limits: Limits = Limits(), *, replac
         tmp.chmod(0o755)  # mkdtemp's 0700 would otherwise become dest's mode
         try:
             tar.extractall(tmp, members=members, filter="data")
+            make_public_tree(tmp)  # the archive's modes and the umask's implied directories
             if merge:
-                dest.mkdir(exist_ok=True)
+                public_dirs(dest)
                 for entry in sorted(tmp.iterdir()):
                     _put_in_place(entry, dest / entry.name)
             else:

@@ -22,6 +22,7 @@ from pathlib import Path
 import productmd.treeinfo
 
 from releng.core.checksums import file_digest
+from releng.core.modes import FILE_MODE
 from releng.core.profile import IsoImage, ReleaseProfile
 
 TREE_KINDS = ("os", "kickstart")
@@ -166,6 +167,7 @@ def _dump(ti: productmd.treeinfo.TreeInfo, path: Path, main_variant: str) -> Non
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         ti.dump(str(tmp), main_variant=main_variant)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -189,4 +191,5 @@ def write_repo_treeinfo(tree: Path, profile: ReleaseProfile, arch: str, variant:
                        ("media.repo", media_repo_text(timestamp, profile.fullname))):
         tmp = tree / f".{name}.tmp"
         tmp.write_text(text)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, tree / name)

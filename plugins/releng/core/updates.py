@@ -46,6 +46,7 @@ import yaml
 from releng.core.checksums import file_digest
 from releng.core.compose import ComposeParams, plan_compose
 from releng.core.layout import ComposeLayout, LayoutError, ReleaseTrees, safe_part
+from releng.core.modes import FILE_MODE, public_dirs
 from releng.core.profile import ReleaseProfile
 from releng.core.repodata import (
     REPOMD,
@@ -369,6 +370,7 @@ def _publish_file(src: Path, dest: Path) -> None:
     """Copy ``src`` to ``dest`` under a temporary name in dest's directory, then rename it into place."""
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copy2(src, tmp)
+    os.chmod(tmp, FILE_MODE)  # createrepo_c's output follows the umask
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, dest)
@@ -381,7 +383,7 @@ def swap_repodata(new_tree: Path, tree: Path) -> SwapResult:
     data files no repomd.xml names are deleted. A rerun after an interruption converges."""
     new_repodata, repodata = Path(new_tree) / "repodata", Path(tree) / "repodata"
     records = read_repomd(new_tree)
-    repodata.mkdir(parents=True, exist_ok=True)
+    public_dirs(repodata)
     for leftover in repodata.glob(".*.tmp"):
         leftover.unlink()
     result = SwapResult()

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from releng.core import compose, metadata
 from releng.core.checksums import Checksum, parse_checksum_file, write_checksum_file
 from releng.core.layout import ComposeLayout, compose_timestamp
+from releng.core.modes import make_public_tree
 from releng.core.settings import settings
 from releng.operators.common import load_release
 
@@ -442,6 +443,7 @@ class DeployExtraFilesOperator(BaseOperator):
             staged.mkdir()
             for rel in extra.files:
                 shutil.copyfile(clone / rel, staged / Path(rel).name)
+            make_public_tree(staged)  # TemporaryDirectory and the umask would leave them private
             metadata_copy = Path(tmp) / "metadata"
             shutil.copytree(staged, metadata_copy)
             old = Path(tmp) / "old"

@@ -49,6 +49,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from releng.core import dnf
 from releng.core.layout import LayoutError, safe_part
+from releng.core.modes import make_public_tree
 from releng.core.profile import ReleaseProfile
 from releng.core.repodata import (
     REPOMD,
@@ -262,6 +263,9 @@ class RepoSyncOperator(BaseOperator):
         elif report.extra:
             self.log.info("%s: kept %d files upstream no longer lists (delete is off), e.g. %s", job.label,
                           len(report.extra), ", ".join(report.extra[:3]))
+        fixed = make_public_tree(job.dest)  # dnf writes by the umask; the tree is published
+        if fixed:
+            self.log.info("%s: made %d files and directories world-readable", job.label, fixed)
 
         linked = samefile_count(job.dest, job.previous, linked_hrefs) if job.previous else 0
         seconds = round(time.monotonic() - started, 3)

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from releng.core import lorax, s3keys, tarsafe, treeinfo
 from releng.core.checksums import checksum, file_digest, write_checksum_file
 from releng.core.layout import ComposeLayout, LayoutError
+from releng.core.modes import make_public, public_dirs
 from releng.core.settings import settings
 from releng.operators.common import load_release
 
@@ -245,7 +246,7 @@ class PullUnpackTreeOperator(BaseOperator):
         a manifest and a ``.CHECKSUM`` for each name; the ISO is hashed once."""
         source = tree / "images" / "boot.iso"
         isos = layout.work_isos(self.arch)
-        isos.mkdir(parents=True, exist_ok=True)
+        public_dirs(isos)
         name = layout.iso_name(self.arch, "boot", rc)
         iso = isos / name
         _link_or_copy(source, iso)
@@ -274,8 +275,7 @@ class PullUnpackTreeOperator(BaseOperator):
                 if skipped:
                     self.log.warning("the lorax tree has %s; left out so the repo's own stay", ", ".join(skipped))
                 dirs[:] = [d for d in dirs if d not in SKIPPED_TOP_DIRS]
-            target_dir = dest / rel_root
-            target_dir.mkdir(parents=True, exist_ok=True)
+            target_dir = public_dirs(dest / rel_root)
             for entry in [*files, *(d for d in dirs if (Path(root) / d).is_symlink())]:
                 source = Path(root) / entry
                 if rel_root == Path(".") and entry in (".treeinfo", *SKIPPED_TOP_DIRS):
@@ -298,6 +298,7 @@ def _link_or_copy(source: Path, dest: Path) -> None:
         os.link(source, tmp)
     except OSError:
         shutil.copy2(source, tmp)
+    make_public(tmp)
     os.replace(tmp, dest)
 
 
