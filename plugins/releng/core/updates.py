@@ -264,6 +264,21 @@ def signing_key_problem(key: str, gnupghome: Path | None) -> str | None:
             "import the key there, or unset RELENG_REPO_SIGNING_KEY to publish unsigned repodata")
 
 
+def sign_repomd(repomd: Path, key: str, gnupghome: Path | None, fingerprints: set[str] | None = None, *,
+                label: str = "") -> set[str]:
+    """Sign ``repomd`` with ``key`` (detached, armored ``<repomd>.asc``) and check that the signature verifies
+    with one of the key's fingerprints, which are returned. UpdatesError when the keyring has no secret ``key``,
+    ToolError when gpg fails or its signature does not verify."""
+    fingerprints = fingerprints or key_fingerprints(key, gnupghome)
+    if not fingerprints:
+        raise UpdatesError(signing_key_problem(key, gnupghome))
+    _run(sign_argv(repomd, key, gnupghome))
+    if not signed_by(repomd, fingerprints, gnupghome):
+        raise ToolError(f"{label or repomd.parent}: gpg signed {repomd} with {key}, but the signature does not "
+                        "verify")
+    return fingerprints
+
+
 def signed_by(repomd: Path, fingerprints: set[str], gnupghome: Path | None) -> bool:
     """``repomd``'s ``.asc`` is a good signature made by one of ``fingerprints`` (not just by any key in the
     keyring: after a key change the old signatures must be replaced)."""
@@ -498,13 +513,7 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
     repomd = out / "repodata" / "repomd.xml"
     fingerprints: set[str] = set()
     if job.signing_key:
-        fingerprints = key_fingerprints(job.signing_key, job.gnupghome)
-        if not fingerprints:
-            raise UpdatesError(signing_key_problem(job.signing_key, job.gnupghome))
-        _run(sign_argv(repomd, job.signing_key, job.gnupghome))
-        if not signed_by(repomd, fingerprints, job.gnupghome):
-            raise ToolError(f"{job.label}: gpg signed {repomd} with {job.signing_key}, but the signature does not "
-                            "verify")
+        fingerprints = sign_repomd(repomd, job.signing_key, job.gnupghome, label=job.label)
     after = {p.nevra for p in iter_packages(out)}
     types = sorted(r.type for r in read_repomd(out))
 

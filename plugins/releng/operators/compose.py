@@ -362,18 +362,17 @@ class SyncToStagingOperator(BaseOperator):
     rewriting it, or DOOMED) is refused before anything is copied.
 
     Steps (``releng.core.staging``): payload, repodata files, repomd.xml; nothing is deleted, because
-    updates published into the same release directory must stay. The staging asset event's extra names
-    the release, rc, staging dir and compose, which ``promote_to_production`` reads. Runs in the ``rsync``
-    pool.
+    updates published into the same release directory must stay. With ``RELENG_REPO_SIGNING_KEY`` set,
+    each staged repomd.xml is signed with that key instead of keeping the build system's signature.
+    The staging asset event's extra names the release, rc, staging dir and compose, which
+    ``promote_to_production`` reads. Runs in the ``rsync`` pool.
     """
 
     def execute(self, context: Context) -> dict:
-        import subprocess
-        import time
-
         from releng.assets import STAGING_ASSET
         from releng.core import staging
         from releng.core.layout import ReleaseTrees
+        from releng.core.updates import UpdatesError
 
         summary = context["ti"].xcom_pull(task_ids="prepare_compose")
         layout = layout_of(summary)
@@ -385,18 +384,11 @@ class SyncToStagingOperator(BaseOperator):
         s = settings()
         trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)
         dest = trees.staging_dir(summary["rc"])
-        dest.mkdir(parents=True, exist_ok=True)
-        totals = {}
-        for step in staging.STEPS:
-            started = time.monotonic()
-            argv = staging.staging_argv(step, layout.compose, dest)
-            result = subprocess.run(argv, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"rsync {step} into {dest} failed (exit {result.returncode}): "
-                                   f"{result.stderr.strip()[-1500:]}; rerun the task, it converges")
-            changed = [line for line in result.stdout.splitlines() if "\t" in line]
-            totals[step] = len(changed)
-            self.log.info("staging %s: %d changes in %.1f s", step, len(changed), time.monotonic() - started)
+        try:
+            totals = staging.sync_compose(layout.compose, dest, signing_key=s.repo_signing_key,
+                                          gnupghome=s.gnupghome, log=self.log.info)
+        except UpdatesError as exc:
+            raise AirflowFailException(str(exc)) from None
         links = staging.point_links(trees, summary["rc"])
         extra = {"release": layout.profile.name, "rc": bool(summary["rc"]), "staging_dir": str(dest),
                  "source": self.dag_id, "compose_id": layout.compose_id}
