@@ -300,6 +300,14 @@ class _RepoIndex:
         return None
 
 
+REPORT_ATTEMPTS = 3
+REPORT_RETRY_SECONDS = 2.0
+
+
+class _StagingChanged(Exception):
+    """Staging changed under the report: a path the dry run listed vanished, or a repomd.xml was replaced."""
+
+
 def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_large_delete: bool,
                 max_delete: float, signing_key: str = "", gnupghome: Path | None = None,
                 log: Log = _quiet) -> dict:
@@ -308,11 +316,54 @@ def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_la
     The staging repositories whose metadata changed are verified first (named
     files, checksums, and the signature when ``signing_key`` is set): broken or
     unsigned metadata is refused before anyone is asked to approve it.
+
+    Staging can change while the report is taken (``general_updates`` swaps a
+    repository's metadata: temporary names appear and vanish, the superseded
+    files are deleted, ``repomd.xml`` is replaced). Then the whole report is
+    taken again, up to ``REPORT_ATTEMPTS`` times; a PromotionError says so when
+    staging never holds still.
     """
+    for attempt in range(1, REPORT_ATTEMPTS + 1):
+        try:
+            return _report_once(target, run_id=run_id, dry_run=dry_run, allow_large_delete=allow_large_delete,
+                                max_delete=max_delete, signing_key=signing_key, gnupghome=gnupghome, log=log)
+        except _StagingChanged as exc:
+            if attempt == REPORT_ATTEMPTS:
+                raise PromotionError(f"staging changed while the report was being made ({exc}; tried "
+                                     f"{REPORT_ATTEMPTS} times); run the promotion again") from None
+            log(f"staging changed while the report was being made ({exc}); taking the report again")
+            time.sleep(REPORT_RETRY_SECONDS * attempt)
+    raise AssertionError("unreachable")
+
+
+def _index_moved(staging: Path, items: Iterable[dict]) -> str | None:
+    """The first repomd.xml (or signature) the report read that staging no longer holds as it was."""
+    for i in items:
+        if i["phase"] != "index" or "sha256" not in i:
+            continue
+        try:
+            st = os.lstat(staging / i["path"])
+            if (st.st_mtime_ns, st.st_size) == (i["mtime_ns"], i["size"]) and _sha256(staging / i["path"]) == \
+                    i["sha256"]:
+                continue
+        except FileNotFoundError:
+            pass
+        return i["path"]
+    return None
+
+
+def _report_once(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_large_delete: bool,
+                 max_delete: float, signing_key: str, gnupghome: Path | None, log: Log) -> dict:
+    """One attempt of :func:`make_report`; _StagingChanged when staging changed under it."""
     staging, production = target.staging_dir, target.production_dir
     with production_lock(target.state, exclusive=False, holder=run_id, log=log):
-        result = rsync.run(rsync.dry_run_argv(staging, production), source_root=staging, log=log,
-                           what="dry run")
+        try:
+            result = rsync.run(rsync.dry_run_argv(staging, production), source_root=staging, log=log,
+                               what="dry run")
+        except rsync.RsyncError as exc:
+            if exc.code == rsync.VANISHED:
+                raise _StagingChanged("files vanished during the rsync dry run") from None
+            raise
     items: list[dict] = []
     for c in result.changes:
         item = {"path": c.path, "code": c.code, "type": c.file_type, "size": c.size,
@@ -327,18 +378,31 @@ def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_la
             except FileNotFoundError:
                 pass
         else:
-            st = os.lstat(staging / c.path)
-            item["mtime_ns"] = st.st_mtime_ns
-            item["size"] = st.st_size
-            if item["phase"] == "index" and stat.S_ISREG(st.st_mode):
-                item["sha256"] = _sha256(staging / c.path)
+            try:
+                st = os.lstat(staging / c.path)
+                item["mtime_ns"] = st.st_mtime_ns
+                item["size"] = st.st_size
+                if item["phase"] == "index" and stat.S_ISREG(st.st_mode):
+                    item["sha256"] = _sha256(staging / c.path)
+            except FileNotFoundError:
+                raise _StagingChanged(f"{c.path} vanished after the dry run listed it") from None
         items.append(item)
     items.sort(key=lambda i: i["path"])
     totals = _totals(items)
     bound = delete_bound(result.stats, totals["deletions"]["files"], max_delete, allow_large_delete,
                          production_exists=production.is_dir())
-    _verify_changed_staging(target, _changed_repos(items), signing_key, gnupghome, log)
-    repos = _repo_changes(target, items, log)
+    try:
+        _verify_changed_staging(target, _changed_repos(items), signing_key, gnupghome, log)
+        repos = _repo_changes(target, items, log)
+    except (PromotionError, OSError) as exc:
+        moved = _index_moved(staging, items)
+        if moved:
+            raise _StagingChanged(f"{moved} was replaced while the report read the metadata") from None
+        if isinstance(exc, FileNotFoundError):
+            raise _StagingChanged(f"{exc.filename} vanished while the report read the metadata") from None
+        raise
+    if moved := _index_moved(staging, items):
+        raise _StagingChanged(f"{moved} was replaced while the report read the metadata")
     record = {
         "version": RECORD_VERSION, "run_id": run_id, "created_at": utc_now(), **target.as_dict(),
         "dry_run": dry_run, "allow_large_delete": allow_large_delete, "totals": totals,

@@ -39,6 +39,7 @@ from releng.core.modes import RSYNC_CHMOD
 TREE_FLAGS = ("--links", "--perms", "--times", "--modify-window=-1", "--hard-links", "--sparse", RSYNC_CHMOD)
 OUT_FORMAT = "--out-format=%i\t%l\t%n%L"
 PHASES = ("payload", "metadata", "deletions")
+VANISHED = 24  # rsync's exit code when source files vanished while it ran
 
 EXIT_MEANINGS = {
     1: "syntax or usage error",
@@ -61,7 +62,11 @@ _STAT_PART = re.compile(r"(\w+): ([\d,]+)")
 
 
 class RsyncError(RuntimeError):
-    """rsync failed or was asked to do something unsafe."""
+    """rsync failed or was asked to do something unsafe; ``code`` is rsync's exit code when it ran."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 def _tree_root(path: Path, what: str) -> str:
@@ -279,7 +284,7 @@ def run(argv: list[str], *, source_root: Path | None = None, log: Callable[[str]
     if code != 0:
         meaning = EXIT_MEANINGS.get(code, "see rsync(1)")
         tail = "\n".join(messages[-20:])
-        raise RsyncError(f"{what} failed with exit code {code} ({meaning}): {' '.join(argv)}\n{tail}")
+        raise RsyncError(f"{what} failed with exit code {code} ({meaning}): {' '.join(argv)}\n{tail}", code)
     result = RunResult(changes, parse_stats(other), messages, seconds)
     log(f"{what}: done, {len(changes)} items, {result.files} files, {human_bytes(result.bytes)} in {seconds:.1f} s "
         f"({human_bytes(result.bytes / max(seconds, 1e-6))}/s)")
