@@ -390,7 +390,7 @@ def _report_once(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_l
     items.sort(key=lambda i: i["path"])
     totals = _totals(items)
     bound = delete_bound(result.stats, totals["deletions"]["files"], max_delete, allow_large_delete,
-                         production_exists=production.is_dir())
+                         production_exists=production.is_dir(), superseded=superseded_metadata(items))
     try:
         _verify_changed_staging(target, _changed_repos(items), signing_key, gnupghome, log)
         repos = _repo_changes(target, items, log)
@@ -433,30 +433,52 @@ def _totals(items: Iterable[dict]) -> dict:
     return out
 
 
+def superseded_metadata(items: Iterable[Mapping]) -> int:
+    """Files the promotion deletes from a ``repodata/`` directory whose ``repomd.xml`` it replaces.
+
+    Every metadata refresh renames the repodata files (their names carry their
+    checksums), so a routine update deletes the previous ones: they are
+    replaced, not lost. A deleted or unchanged ``repomd.xml`` supersedes
+    nothing, and ``repomd.xml`` files themselves always count.
+    """
+    items = list(items)
+    replaced = {i["path"][:-len("repomd.xml")] for i in items
+                if i["phase"] == "index" and i["code"].startswith(">f")
+                and (i["path"] == "repodata/repomd.xml" or i["path"].endswith("/repodata/repomd.xml"))}
+    return sum(1 for i in items if i["phase"] == "deletions" and i["type"] != "d"
+               and i["path"][:i["path"].rfind("/") + 1] in replaced
+               and not i["path"].rsplit("/", 1)[-1].startswith("repomd.xml"))
+
+
 def delete_bound(stats: rsync.Stats, delete_files: int, max_delete: float, allowed: bool, *,
-                 production_exists: bool) -> dict:
+                 production_exists: bool, superseded: int = 0) -> dict:
     """The share of production's files (non-directories) the promotion deletes, against the limit.
 
     Production's file count comes from the dry run: staging's files, minus
-    those it would create, plus those it would delete.
+    those it would create, plus those it would delete. ``superseded`` repodata
+    files (:func:`superseded_metadata`) are deleted but not counted.
     """
     production_files = 0
     if production_exists:
         production_files = stats.non_dirs("files") - stats.non_dirs("created") + stats.non_dirs("deleted")
-    share = delete_files / production_files if production_files else 0.0
-    return {"production_files": production_files, "delete_files": delete_files, "share": round(share, 6),
-            "max_share": max_delete, "exceeded": share > max_delete, "allowed": allowed}
+    counted = delete_files - superseded
+    share = counted / production_files if production_files else 0.0
+    return {"production_files": production_files, "delete_files": delete_files, "superseded_metadata": superseded,
+            "counted_files": counted, "share": round(share, 6), "max_share": max_delete,
+            "exceeded": share > max_delete, "allowed": allowed}
 
 
 def check_delete_bound(record: Mapping) -> None:
     """Refuse a promotion whose deletions exceed the bound, unless the run allows large deletes."""
     b = record["delete_bound"]
     if b["exceeded"] and not record["allow_large_delete"]:
+        superseded = b.get("superseded_metadata", 0)
         raise PromotionError(
-            f"{b['delete_files']} of {b['production_files']} production files ({b['share']:.1%}) would be deleted "
-            f"from {record['production_dir']}, above RELENG_PROMOTION_MAX_DELETE={b['max_share']:.0%}. Check that "
-            f"staging {record['staging_dir']} is complete; if the deletions are intended, trigger the promotion "
-            "again with allow_large_delete=true")
+            f"{b.get('counted_files', b['delete_files'])} of {b['production_files']} production files "
+            f"({b['share']:.1%}) would be deleted from {record['production_dir']}"
+            f"{f' (not counting {superseded} superseded repodata files)' if superseded else ''}, above "
+            f"RELENG_PROMOTION_MAX_DELETE={b['max_share']:.0%}. Check that staging {record['staging_dir']} is "
+            "complete; if the deletions are intended, trigger the promotion again with allow_large_delete=true")
 
 
 def _changed_repos(items: Iterable[dict]) -> set[str]:
@@ -588,8 +610,11 @@ def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARK
     ]
     verdict = ("**ABOVE THE BOUND**" + (" (allowed by allow_large_delete)" if b["allowed"] else " (will be refused)")
                if b["exceeded"] else "within the bound")
-    lines += [f"Deletes {b['delete_files']} of {b['production_files']} production files ({b['share']:.1%}; "
-              f"bound {b['max_share']:.0%}): {verdict}.", ""]
+    superseded = b.get("superseded_metadata", 0)
+    not_counted = (f", {superseded} of them superseded repodata files of repositories whose repomd.xml is "
+                   "replaced, not counted" if superseded else "")
+    lines += [f"Deletes {b['delete_files']} of {b['production_files']} production files{not_counted} "
+              f"({b['share']:.1%}; bound {b['max_share']:.0%}): {verdict}.", ""]
     p = t["packages"]
     lines += [f"**Packages**: {p['added']} added, {p['updated']} updated, {p['removed']} removed "
               f"in {len(record['repos'])} repositories.", ""]
