@@ -26,6 +26,11 @@ triggered by hand with a release.
 6. **record_promotion**: who decided, when, the report digest and what was
    transferred, appended to `<production root>/.releng/promotion-log.jsonl`.
 
+The phases act only on the answer Airflow recorded for this run's approval
+request, given by a user in `RELENG_APPROVERS`; forged XComs, a task marked
+success by hand or a skipped approval promote nothing and are logged as
+refusals in the audit log.
+
 A failed phase can be cleared and rerun: it converges. Params: `release`,
 `rc`, `dry_run` (report only), `allow_large_delete`.
 """
@@ -52,7 +57,6 @@ from releng.operators.promotion import (
 
 SITE = settings()
 RELEASES = release_names()
-REPORT = "ti.xcom_pull(task_ids='change_report')"
 
 with DAG(
     dag_id="promote_to_production",
@@ -79,8 +83,7 @@ with DAG(
     change_report = PromotionReportOperator(task_id="change_report", pool="promotion", retries=0)
     approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
-        subject="{{ " + REPORT + "['subject'] }}",
-        body="{{ " + REPORT + "['markdown'] }}",
+        subject="Promotion to production (the run's change report)",
         assigned_users=approvers_as_users(SITE.approvers),
         response_timeout=timedelta(hours=SITE.approval_timeout_hours),
         defaults="Reject",

@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
 from releng.operators import promotion as ops
-from tests.promotion.conftest import tree_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["change_report", "approve_promotion", "promote_payload", "promote_metadata", "promote_deletions",
@@ -49,7 +48,7 @@ def test_dag_wiring(monkeypatch):
     assert approval.assigned_users == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
     assert approval.response_timeout == timedelta(hours=12) and approval.defaults == ["Reject"]
     assert approval.retries >= 1  # a fast answer can race the parking and retry the task (airflow.md §2.3)
-    assert "xcom_pull(task_ids='change_report')['markdown']" in approval.body
+    assert approval.body is None  # rendered from the run's record file when it runs, never from an XCom
     for tid in ORDER:
         t = dag.get_task(tid)
         assert t.owner == "release-eng"
@@ -95,6 +94,7 @@ def _report_context(params: dict, events: list[dict] | None = None) -> dict:
     evs = [SimpleNamespace(extra=e, timestamp=i) for i, e in enumerate(events or [])]
     return {"params": {"release": None, "rc": False, "dry_run": False, "allow_large_delete": False, **params},
             "run_id": "asset_triggered__2026-01-01", "ti": FakeTi({}),
+            "dag": SimpleNamespace(dag_id="promote_to_production"),
             "triggering_asset_events": {STAGING_ASSET: evs} if evs else {}}
 
 
@@ -122,48 +122,85 @@ def _approval(**kw) -> ops.PromotionApprovalOperator:
                                          **kw)
 
 
-def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers():
-    report = {"dry_run": True, "changes": 5, "lists_stale": False, "digest": "sha256:x"}
-    ctx = {"ti": FakeTi({("change_report", "return_value"): report})}
+def _ctx(run_id: str, ti=None) -> dict:
+    return {"ti": ti or FakeTi({}), "run_id": run_id, "dag": SimpleNamespace(dag_id="promote_to_production"),
+            "task": SimpleNamespace(task_id="promote_payload")}
+
+
+def _state(staged):
+    return ops.promotion.StateDir(staged.production_root / ".releng")
+
+
+def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers(staged):
+    report = ops.PromotionReportOperator(task_id="change_report")
+    report.execute({**_report_context({"release": "el9", "rc": True, "dry_run": True}), "run_id": "dry"})
     with pytest.raises(AirflowSkipException, match="dry run"):
-        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(ctx)
-    report.update(dry_run=False, changes=0)
-    with pytest.raises(AirflowSkipException, match="identical; nothing to approve"):
-        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(ctx)
-    report.update(changes=3)
+        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(_ctx("dry"))
+    report.execute({**_report_context({"release": "el9", "rc": True}), "run_id": "real"})
     with pytest.raises(AirflowFailException, match=r"RELENG_APPROVERS is empty.*could be answered by any user"):
-        _approval(assigned_users=[]).execute(ctx)
+        _approval(assigned_users=[]).execute(_ctx("real"))
+    ops.approval.pending_file(_state(staged), "real").unlink()  # what a report finding nothing to do leaves
+    with pytest.raises(AirflowSkipException, match="identical; nothing to approve"):
+        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(_ctx("real"))
+    with pytest.raises(AirflowFailException, match="has no promotion record"):
+        _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(_ctx("no-report"))
 
 
-def test_approval_records_the_decision_even_when_rejecting():
+def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monkeypatch):
     from datetime import UTC, datetime
 
-    ti = FakeTi({})
+    monkeypatch.setenv("RELENG_APPROVERS", "approver")
+    settings.cache_clear()
+    ops.PromotionReportOperator(task_id="change_report").execute(
+        {**_report_context({"release": "el9", "rc": True}), "run_id": "r1"})
     op = _approval(assigned_users=[{"id": "approver", "name": "approver"}])
-    event = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "approver",
-             "name": "approver"}, "responded_at": datetime(2026, 1, 2, tzinfo=UTC)}
-    op.execute_complete({"ti": ti, "task": op}, event)
-    assert ti.pushed["decision"] == {"chosen_options": ["Approve"], "responded_by_user": {"id": "approver",
-                                     "name": "approver"}, "responded_at": "2026-01-02T00:00:00+00:00"}
+    event = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "admin",
+             "name": "admin"}, "responded_at": datetime(2026, 1, 2, tzinfo=UTC)}
+    ti = SimpleNamespace(id="0190", try_number=1, **{"xcom_push": FakeTi({}).xcom_push, "pushed": {}})
+    with pytest.raises(AirflowFailException, match="'admin', who is not in RELENG_APPROVERS"):
+        op.execute_complete({**_ctx("r1", ti), "task": op}, event)
+    assert ops.approval.load_decision(_state(staged), "r1") is None
+    refused = json.loads((staged.production_root / ".releng" / "promotion-log.jsonl").read_text().splitlines()[-1])
+    assert refused["event"] == "refused" and refused["task_id"] == "approve_promotion"
+
+    event["responded_by_user"] = {"id": "approver", "name": "approver"}
+    ti = FakeTi({})
+    ti.id, ti.try_number = "0191", 1
+    op.execute_complete({**_ctx("r1", ti), "task": op}, event)
+    decision = ops.approval.load_decision(_state(staged), "r1")
+    assert decision["choice"] == "Approve" and decision["decided_by"] == {"id": "approver", "name": "approver"}
+    assert decision["decided_at"] == "2026-01-02T00:00:00+00:00" and decision["ti_id"] == "0191"
 
 
-@pytest.mark.parametrize("decision", [None, {"chosen_options": ["Reject"]}, {"chosen_options": []}])
-def test_phases_refuse_without_a_recorded_approval(staged, decision):
-    report = {"record": "/nonexistent", "digest": "sha256:x"}
-    ti = FakeTi({("change_report", "return_value"): report, ("approve_promotion", "decision"): decision})
-    before = tree_digest(staged.production_root, strict=True)
-    with pytest.raises(AirflowFailException, match=r"no recorded approval.*only changes after an approver chose"):
-        ops.PromotePhaseOperator(task_id="promote_payload", phase="payload").execute({"ti": ti})
-    assert tree_digest(staged.production_root, strict=True) == before
+@pytest.mark.parametrize("decision", [None, "Reject", "forged-xcom"])
+def test_phases_refuse_without_a_recorded_approval(staged, decision, monkeypatch):
+    monkeypatch.setenv("RELENG_APPROVERS", "approver")
+    settings.cache_clear()
+    report = ops.PromotionReportOperator(task_id="change_report").execute(
+        {**_report_context({"release": "el9", "rc": True}), "run_id": "r2"})
+    record = ops.approval.run_record(_state(staged), "r2")
+    if decision == "Reject":
+        ops.approval.record_decision(_state(staged), record, chosen_options=["Reject"],
+                                     responded_by={"id": "approver", "name": "approver"}, responded_at=None,
+                                     response_received=True, approvers=("approver",), task={})
+    forged = {("change_report", "return_value"): report,
+              ("approve_promotion", "decision"): {"chosen_options": ["Approve"],
+                                                  "responded_by_user": {"id": "approver", "name": "approver"}}}
+    with pytest.raises(AirflowFailException, match=r"refused: .*(no answer|answered 'Reject')"):
+        ops.PromotePhaseOperator(task_id="promote_payload", phase="payload").execute(_ctx("r2", FakeTi(forged)))
+    assert not (staged.production_root / "mirror").exists()
+    log = (staged.production_root / ".releng" / "promotion-log.jsonl").read_text().splitlines()
+    assert json.loads(log[-1])["event"] == "refused"
 
 
 def test_audit_record_is_appended_once(staged):
     op = ops.PromotionReportOperator(task_id="change_report")
-    report = op.execute(_report_context({"release": "el9", "rc": True}))
-    xcoms = {("change_report", "return_value"): report,
-             ("approve_promotion", "decision"): {"chosen_options": ["Reject"], "responded_by_user": None,
-                                                 "responded_at": "2026-01-02T00:00:00+00:00"}}
-    ctx = {"ti": FakeTi(xcoms), "run_id": "r1", "dag": SimpleNamespace(dag_id="promote_to_production")}
+    report = op.execute({**_report_context({"release": "el9", "rc": True}), "run_id": "r1"})
+    record = ops.approval.run_record(_state(staged), "r1")
+    ops.approval.record_decision(_state(staged), record, chosen_options=["Reject"], responded_by=None,
+                                 responded_at="2026-01-02T00:00:00+00:00", response_received=True,
+                                 approvers=("approver",), task={})
+    ctx = _ctx("r1")
     audit = ops.RecordPromotionOperator(task_id="record_promotion")
     assert audit.execute(ctx)["outcome"] == "timed out (default: Reject)"
     audit.execute(ctx)  # a retry of the audit task does not duplicate the line
@@ -171,6 +208,6 @@ def test_audit_record_is_appended_once(staged):
     assert len(lines) == 1
     entry = json.loads(lines[0])
     assert entry["digest"] == report["digest"] and entry["decision"] == "Reject" and entry["decided_by"] is None
-    ctx["ti"].xcoms[("change_report", "return_value")] = {**report, "dry_run": True}
+    op.execute({**_report_context({"release": "el9", "rc": True, "dry_run": True}), "run_id": "r3"})
     with pytest.raises(AirflowSkipException, match="nothing to record"):
-        audit.execute(ctx)
+        audit.execute(_ctx("r3"))

@@ -900,9 +900,14 @@ def update_file_lists(target: PromotionTarget, *, log: Log = _quiet, force: bool
 
 
 def append_audit(state: StateDir, entry: Mapping) -> bool:
-    """Append one JSON line to the promotion log, fsync'd; False when this run and digest are already there."""
+    """Append one JSON line to the promotion log, fsync'd; False when the same entry (run, digest, event,
+    task and outcome) is already there, so a rerun teardown does not log twice."""
     state.root.mkdir(parents=True, exist_ok=True)
-    key = (entry.get("run_id"), entry.get("digest"))
+
+    def key_of(e: Mapping) -> tuple:
+        return tuple(e.get(k) for k in ("run_id", "digest", "event", "task_id", "outcome"))
+
+    key = key_of(entry)
     if state.log_file.exists():
         with open(state.log_file, encoding="utf-8") as f:
             for line in f:
@@ -910,7 +915,7 @@ def append_audit(state: StateDir, entry: Mapping) -> bool:
                     old = json.loads(line)
                 except ValueError:
                     continue
-                if (old.get("run_id"), old.get("digest")) == key:
+                if key_of(old) == key:
                     return False
     line = json.dumps(entry, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     fd = os.open(state.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
