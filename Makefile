@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: help run test stop status install system-tools venv lint validate
+.PHONY: help run test stop status install system-tools venv lint typecheck validate
 
 help:
 	@echo "make run      install everything, start the local stack, run a full compose"
@@ -12,7 +12,7 @@ help:
 	@echo "make stop     stop the local stack"
 	@echo "make status   show the local stack's settings and services"
 	@echo "make validate check the release profiles"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff and mypy"
 
 install: system-tools venv
 
@@ -22,10 +22,10 @@ system-tools:
 venv: $(VENV)/.installed
 
 # Reinstall when the pins change; plugins/ goes on the venv's path so `$(PY) -m releng` works.
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %d.%d)" % sys.version_info[:2])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/releng-checkout.pth", "w").write(sys.argv[1] + "\n")' "$(CURDIR)/plugins"
 	@touch $@
 
@@ -48,3 +48,7 @@ validate: venv
 
 lint: venv
 	$(VENV)/bin/ruff check plugins dags dev tests bench
+	$(VENV)/bin/mypy
+
+typecheck: venv
+	$(VENV)/bin/mypy
