@@ -30,7 +30,7 @@ def volid_for(arch: str) -> str:
 
 
 def lorax_argv(arch: str, out: Path, *extra: str, volid: str | None = None) -> list[str]:
-    """The argv the pipeline passes to real lorax (empanadas §6.3), pointed at the stand-in."""
+    """The argv the pipeline passes to real lorax (the options empanadas passes), pointed at the stand-in."""
     return [
         sys.executable, str(SCRIPT),
         "--product=Rocky Linux", "--version=9.4", "--release=9.4", "--isfinal",

@@ -6,7 +6,7 @@
 #
 # Usage: build-lorax.sh LORAX_OPTION...
 #   The arguments are lorax's options exactly as releng.core.lorax.lorax_options() builds them
-#   (empanadas §6.3: --product --version --release [--isfinal] --source... [--squashfs-only] --bugurl
+#   (as empanadas passes them: --product --version --release [--isfinal] --source... [--squashfs-only] --bugurl
 #   --variant --nomacboot --buildarch --volid --rootfs-size). They have one source, that function;
 #   this script only adds --logfile, the output directory and, for LORAX_REMOVES, --sharedir.
 #

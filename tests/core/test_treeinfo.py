@@ -1,4 +1,4 @@
-"""releng.core.treeinfo: the §8.1 "modified" rules on a lorax .treeinfo, checked by loading with productmd."""
+"""releng.core.treeinfo: the rules for a lorax .treeinfo made into a DVD's, checked by loading with productmd."""
 
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
     for repo in el9.repos:
         for arch in el9.repo_arches(repo.id, ARCHES):
             trees = [("os", compose / repo.dir / arch / "os"), ("debug", compose / repo.dir / arch / "debug" / "tree")]
-            if arch in ARCHES:  # multilib i686 gets os and debug trees only (empanadas §3)
+            if arch in ARCHES:  # multilib i686 gets os and debug trees only
                 trees.append(("kickstart", compose / repo.dir / arch / "kickstart"))
             else:
                 assert not (compose / repo.dir / arch / "kickstart").exists()

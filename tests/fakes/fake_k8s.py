@@ -1,6 +1,6 @@
 """A fake Kubernetes core/v1 pod API for the real KubernetesPodOperator and kubernetes client.
 
-No API server, kind or k3s can run here (../shared/reference/toolchain.md §8), so this
+No API server, kind or k3s can run on the test machines (no container runtime), so this
 ``ThreadingHTTPServer`` implements what KPO calls: create/list/get/patch/delete pods (label
 selectors ``a=b``, ``a!=b``, ``!a``, ``a``), ``/log``, ``/events``, and ``/exec`` over a real
 websocket with the ``v4.channel.k8s.io`` framing, which is how KPO reads ``/airflow/xcom/return.json``

@@ -288,7 +288,7 @@ def test_release_candidate_dvd_carries_the_rc_level(tmp_path, monkeypatch, el9, 
     assert os.readlink(layout.work_isos("aarch64") / "Rocky-9-latest-aarch64-dvd.iso") == Path(result["iso"]).name
 
 
-# --- .treeinfo inside boot.iso (empanadas' open question §8.1) ---------------------------------------------
+# --- .treeinfo inside boot.iso ---------------------------------------------
 
 
 def test_a_treeinfo_inside_boot_iso_is_replaced_by_the_rewritten_one(tmp_path, el9, fixture_buildsystem):

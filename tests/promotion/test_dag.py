@@ -2,7 +2,7 @@
 
 The DAG runs in the main thread (``dag.test()`` installs signal handlers); the approver answers from a
 helper thread through the REST app, as a person would through the API, two seconds after the task parks
-(the fast-approval race, ../shared/reference/airflow.md §2.3).
+(an answer within about 1 s of parking can race Airflow 3.3.2's scheduler and retry the task).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_reject_leaves_production_byte_identical(staged):
 def _expire_approval_as_the_scheduler_would(out: dict) -> threading.Thread:
     """Wait for the approval to park, check its deadline, move it into the past and run the scheduler's sweep.
 
-    ``dag.test()`` runs no scheduler, so nothing applies response_timeout there (airflow.md §2.3); this calls
+    ``dag.test()`` runs no scheduler, so nothing applies response_timeout there; this calls
     the scheduler's own ``check_awaiting_input_timeouts``, which writes the request's defaults as the answer.
     """
 

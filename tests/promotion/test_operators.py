@@ -47,7 +47,7 @@ def test_dag_wiring(monkeypatch):
     assert isinstance(approval, ApprovalOperator)
     assert approval.assigned_users == [{"id": "alice", "name": "alice"}, {"id": "bob", "name": "bob"}]
     assert approval.response_timeout == timedelta(hours=12) and approval.defaults == ["Reject"]
-    assert approval.retries >= 1  # a fast answer can race the parking and retry the task (airflow.md §2.3)
+    assert approval.retries >= 1  # a fast answer can race the parking and retry the task
     assert approval.body is None  # rendered from the run's record file when it runs, never from an XCom
     for tid in ORDER:
         t = dag.get_task(tid)

@@ -1,6 +1,6 @@
 """Where things live: compose ids and trees, ISO names, and the staging/production release directories.
 
-Compose tree (empanadas' layout, ../shared/reference/empanadas.md §3)::
+Compose tree (the layout empanadas writes, which Rocky's mirrors and tools expect)::
 
     <compose_root>/<major>/<Short>-<revision>-<YYYYMMDD.HHMMSS>.<n>/
         compose/<RepoDir>/<arch>/{os,kickstart,debug/tree}   compose/<RepoDir>/source/tree
@@ -9,7 +9,7 @@ Compose tree (empanadas' layout, ../shared/reference/empanadas.md §3)::
         STATUS
     <compose_root>/<major>/latest-<Short>-<profile> -> <Short>-<revision>-<TS>.<n>
 
-Release directories (sync/common, ../shared/reference/sync.md §1)::
+Release directories (as Rocky's sync scripts lay them out)::
 
     <staging_root>/mirror/pub/<category>/<revision>[-<RC>]     what a compose or an update stages
     <production_root>/mirror/pub/<category>/<revision>         what a promotion publishes
