@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from releng.core import compose
-from releng.core.compose import ComposeParamsError, compose_outcome, plan_compose, validate_params
+from releng.core.compose import finalize_compose, prepare_compose
+from releng.core.compose import status as compose_status
+from releng.core.compose.finalize_compose import compose_outcome
+from releng.core.compose.prepare_compose import ComposeParamsError, plan_compose, validate_params
 from releng.core.layout import ComposeLayout, LayoutError
 
 
@@ -63,31 +65,31 @@ def test_quick_plan_without_closure_or_isos(el9):
 
 def test_status_and_latest_link(el9, tmp_path):
     first = ComposeLayout.new(el9, tmp_path, "20251123.143015")
-    assert compose.start_compose(first) is None
-    assert compose.read_status(first) == "STARTED"
+    assert prepare_compose.start_compose(first) is None
+    assert compose_status.read_status(first) == "STARTED"
     assert (first.metadata / "COMPOSE_ID").read_text() == "Rocky-9.7-20251123.143015"
-    compose.write_status(first, "FINISHED")
-    compose.move_latest_link(first)
+    compose_status.write_status(first, "FINISHED")
+    finalize_compose.move_latest_link(first)
     assert os.readlink(first.latest_link) == "Rocky-9.7-20251123.143015"
     second = ComposeLayout.new(el9, tmp_path, "20251124.010203")
-    assert compose.start_compose(second) == first.top
-    compose.move_latest_link(second)
+    assert prepare_compose.start_compose(second) == first.top
+    finalize_compose.move_latest_link(second)
     assert first.latest_link.resolve() == second.top
     assert not list(first.major_dir.glob(".*.tmp"))
-    compose.write_status(second, "DOOMED")
-    compose.start_compose(second)  # a cleared and rerun compose starts over
-    assert compose.read_status(second) == "STARTED"
+    compose_status.write_status(second, "DOOMED")
+    prepare_compose.start_compose(second)  # a cleared and rerun compose starts over
+    assert compose_status.read_status(second) == "STARTED"
     with pytest.raises(ValueError, match="unknown compose status"):
-        compose.write_status(second, "DONE")
+        compose_status.write_status(second, "DONE")
 
 
 def test_latest_link_that_is_a_directory_is_refused(el9, tmp_path):
     layout = ComposeLayout.new(el9, tmp_path, "20251123.143015")
     layout.latest_link.mkdir(parents=True)  # what empanadas' pull-unpack-tree left behind
     with pytest.raises(LayoutError, match="is not a symlink"):
-        compose.start_compose(layout)
+        prepare_compose.start_compose(layout)
     with pytest.raises(LayoutError, match="is not a symlink"):
-        compose.move_latest_link(layout)
+        finalize_compose.move_latest_link(layout)
     assert Path(layout.latest_link).is_dir()
 
 
@@ -110,12 +112,12 @@ def test_failable_deliverables_come_from_the_profile(el9):
 
     plan = plan_compose(el9, validate_params(el9, {"arches": ["x86_64", "aarch64"]}))
     tasks = {"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"}
-    keys = compose.failable_keys(el9, plan, tasks)
+    keys = finalize_compose.failable_keys(el9, plan, tasks)
     assert keys == {f"pull_cloud_images_{i}" for i in range(len(plan.cloud))}  # el9: every cloud image, no DVD
     strict = dataclasses.replace(el9, cloud_images={**el9.cloud_images, "EC2": dataclasses.replace(
         el9.cloud_images["EC2"], failable=False)}, iso_images={**el9.iso_images, "dvd": dataclasses.replace(
         el9.iso_images["dvd"], failable=True)})
-    keys = compose.failable_keys(strict, plan, tasks)
+    keys = finalize_compose.failable_keys(strict, plan, tasks)
     ec2 = [i for i, item in enumerate(plan.cloud) if item["image_type"] == "EC2"]
     assert ec2 and not any(f"pull_cloud_images_{i}" in keys for i in ec2)
     assert {"build_dvd_iso_0", "build_dvd_iso_1"} <= keys
@@ -130,11 +132,11 @@ def test_failable_deliverables_come_from_the_profile(el9):
 def test_outcome_refuses_while_a_task_has_not_ended(state):
     tasks = ["sync_repos", "repoclosure"]
     states = {"sync_repos_0": "failed", "sync_repos_1": state, "repoclosure": "success"}
-    with pytest.raises(compose.ComposeNotEnded, match=r"refusing to finalize: 1 work tasks have not ended: "
+    with pytest.raises(finalize_compose.ComposeNotEnded, match=r"refusing to finalize: 1 work tasks have not ended: "
                                                       rf"sync_repos_1 \({state or 'not started'}\)") as err:
         compose_outcome(states, [], tasks)
     assert err.value.unfinished == [("sync_repos_1", state)]
-    assert compose.missing_tasks({"sync_repos_3": "success"}, ["sync_repos", "repoclosure"]) == ["repoclosure"]
+    assert finalize_compose.missing_tasks({"sync_repos_3": "success"}, ["sync_repos", "repoclosure"]) == ["repoclosure"]
 
 
 def test_outcome_reads_airflow_state_enums():
@@ -143,42 +145,43 @@ def test_outcome_reads_airflow_state_enums():
     assert compose_outcome({"a": TaskInstanceState.SUCCESS, "b": TaskInstanceState.REMOVED}, [], ["a", "b"]).status \
         == "FINISHED"
     assert compose_outcome({"a": TaskInstanceState.FAILED}, [], ["a"]).status == "DOOMED"
-    with pytest.raises(compose.ComposeNotEnded):
+    with pytest.raises(finalize_compose.ComposeNotEnded):
         compose_outcome({"a": TaskInstanceState.UP_FOR_RETRY}, [], ["a"])
 
 
 def test_each_run_claims_its_own_compose_and_finds_it_again(el9, tmp_path):
-    first = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__a")
-    second = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b")
+    first = prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__a")
+    second = prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b")
     assert (first.compose_id, second.compose_id) == ("Rocky-9.7-20261128.041500.0", "Rocky-9.7-20261128.041500.1")
     assert (first.respin, second.respin) == (0, 1)
-    assert compose.compose_owner(first.top) == "manual__a" and compose.compose_owner(second.top) == "manual__b"
-    assert compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b") == second  # a rerun
+    assert prepare_compose.compose_owner(first.top) == "manual__a"
+    assert prepare_compose.compose_owner(second.top) == "manual__b"
+    assert prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__b") == second  # a rerun
     # a directory someone else made (or a claim whose owner was never written) is never taken
     (first.major_dir / "Rocky-9.7-20261128.041500.2").mkdir()
-    third = compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__c")
+    third = prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "manual__c")
     assert third.compose_id == "Rocky-9.7-20261128.041500.3"
-    other_second = compose.claim_compose(el9, tmp_path, "20261128.041501", "manual__a")
+    other_second = prepare_compose.claim_compose(el9, tmp_path, "20261128.041501", "manual__a")
     assert other_second.compose_id == "Rocky-9.7-20261128.041501.0"  # another second starts over
     with pytest.raises(ValueError, match="cannot own a compose"):
-        compose.claim_compose(el9, tmp_path, "20261128.041500", "")
+        prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "")
 
 
 def test_claims_racing_for_one_second_never_share_a_directory(el9, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
-        layouts = list(pool.map(lambda i: compose.claim_compose(el9, tmp_path, "20261128.041500", f"run-{i}"),
+        layouts = list(pool.map(lambda i: prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", f"run-{i}"),
                                 range(16)))
     assert len({layout.top for layout in layouts}) == 16
-    assert all(compose.compose_owner(layout.top) == f"run-{i}" for i, layout in enumerate(layouts))
+    assert all(prepare_compose.compose_owner(layout.top) == f"run-{i}" for i, layout in enumerate(layouts))
 
 
 def test_reopen_only_a_finished_compose(el9, tmp_path):
-    layout = compose.claim_compose(el9, tmp_path, "20261128.041500", "run")
-    compose.start_compose(layout)
-    assert compose.reopen(layout) is None and compose.read_status(layout) == "STARTED"
-    compose.write_status(layout, "FINISHED_INCOMPLETE")
-    assert compose.reopen(layout) == "FINISHED_INCOMPLETE" and compose.read_status(layout) == "STARTED"
-    compose.write_status(layout, "DOOMED")
-    assert compose.reopen(layout) is None and compose.read_status(layout) == "DOOMED"
+    layout = prepare_compose.claim_compose(el9, tmp_path, "20261128.041500", "run")
+    prepare_compose.start_compose(layout)
+    assert compose_status.reopen(layout) is None and compose_status.read_status(layout) == "STARTED"
+    compose_status.write_status(layout, "FINISHED_INCOMPLETE")
+    assert compose_status.reopen(layout) == "FINISHED_INCOMPLETE" and compose_status.read_status(layout) == "STARTED"
+    compose_status.write_status(layout, "DOOMED")
+    assert compose_status.reopen(layout) is None and compose_status.read_status(layout) == "DOOMED"

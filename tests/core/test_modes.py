@@ -16,7 +16,7 @@ import productmd.images
 import pytest
 
 from releng.core import checksums, iso, metadata, modes, rsync, staging, tarsafe, treeinfo, updates
-from releng.core.compose import start_compose
+from releng.core.compose.prepare_compose import start_compose
 from releng.core.layout import ComposeLayout
 from releng.core.profile import CloudImage
 from tests.umask import not_public, umask077  # noqa: F401 - the fixture

@@ -13,7 +13,8 @@ import productmd.rpms
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core import compose
+from releng.core.compose import finalize_compose
+from releng.core.compose import status as compose_status
 from releng.core.layout import ComposeLayout
 from releng.operators.compose import (
     FinalizeComposeOperator,
@@ -84,14 +85,14 @@ def test_a_rerun_of_a_run_reuses_its_own_compose(roots):
 def test_a_finished_compose_is_never_rewritten_by_another_run(roots):
     first = _prepare("manual__first")
     layout = layout_of(first)
-    compose.write_status(layout, "FINISHED")
-    compose.move_latest_link(layout)
+    compose_status.write_status(layout, "FINISHED")
+    finalize_compose.move_latest_link(layout)
     marker = layout.compose / "BaseOS" / "x86_64" / "os" / "marker"
     marker.parent.mkdir(parents=True)
     marker.write_text("first")
     second = _prepare("manual__second")
     assert second["top"] != first["top"] and second["previous"] == first["top"]
-    assert compose.read_status(layout) == "FINISHED"
+    assert compose_status.read_status(layout) == "FINISHED"
     assert layout.latest_link.resolve() == layout.top
     assert marker.read_text() == "first"
 
@@ -119,7 +120,7 @@ def test_finalize_refuses_while_a_watched_task_has_not_ended(started, state):
     message = str(err.value)
     assert "refusing to finalize" in message and f"sync_repos_1 ({state or 'not started'})" in message
     assert "repomd.xml" not in message  # not the misleading "was it synced?"
-    assert compose.read_status(layout) == "STARTED"
+    assert compose_status.read_status(layout) == "STARTED"
     assert not layout.latest_link.exists() and not (layout.metadata / "rpms.json").exists()
 
 
@@ -129,14 +130,14 @@ def test_finalize_refuses_when_a_watched_task_has_no_instance(started):
               "pull_cloud_images": "skipped"}
     with pytest.raises(AirflowFailException, match=r"refusing to finalize.*repoclosure \(not started\)"):
         _finalize(summary, states)
-    assert compose.read_status(layout) == "STARTED"
+    assert compose_status.read_status(layout) == "STARTED"
 
 
 def test_finalize_refuses_an_unfinished_task_even_beside_a_failed_one(started):
     summary, layout = started
     with pytest.raises(AirflowFailException, match=r"refusing to finalize.*sync_repos_1 \(up_for_retry\)"):
         _finalize(summary, {"sync_repos_0": "failed", "sync_repos_1": "up_for_retry"})
-    assert compose.read_status(layout) == "STARTED"
+    assert compose_status.read_status(layout) == "STARTED"
 
 
 # --- rpms.json: a binary's source package takes the binary's epoch (finding 5) ---------------------------------
@@ -214,9 +215,9 @@ def test_a_task_rewriting_a_finished_compose_sets_it_back_to_started(roots, stat
 
     summary = _prepare("run-1")
     layout = layout_of(summary)
-    compose.write_status(layout, status)
+    compose_status.write_status(layout, status)
     reopen_compose({"ti": _TI(summary)})
-    assert compose.read_status(layout) == "STARTED"
+    assert compose_status.read_status(layout) == "STARTED"
 
 
 def test_finalize_rerun_on_a_finished_compose_is_started_while_it_rewrites(roots, monkeypatch):
@@ -227,9 +228,9 @@ def test_finalize_rerun_on_a_finished_compose_is_started_while_it_rewrites(roots
     seen = []
     publish = FinalizeComposeOperator._publish
     monkeypatch.setattr(FinalizeComposeOperator, "_publish",
-                        lambda self, *a: seen.append(compose.read_status(layout)) or publish(self, *a))
+                        lambda self, *a: seen.append(compose_status.read_status(layout)) or publish(self, *a))
     assert _finalize(summary, states)["status"] == "FINISHED"
-    assert seen == ["STARTED"] and compose.read_status(layout) == "FINISHED"
+    assert seen == ["STARTED"] and compose_status.read_status(layout) == "FINISHED"
 
 
 def test_reopen_leaves_started_and_doomed_composes_alone(roots):
@@ -238,10 +239,10 @@ def test_reopen_leaves_started_and_doomed_composes_alone(roots):
     summary = _prepare("run-1")
     layout = layout_of(summary)
     reopen_compose({"ti": _TI(summary)})
-    assert compose.read_status(layout) == "STARTED"
-    compose.write_status(layout, "DOOMED")
+    assert compose_status.read_status(layout) == "STARTED"
+    compose_status.write_status(layout, "DOOMED")
     reopen_compose({"ti": _TI(summary)})
-    assert compose.read_status(layout) == "DOOMED"
+    assert compose_status.read_status(layout) == "DOOMED"
     reopen_compose({"ti": _TI(None)})  # no compose yet: nothing to reopen
 
 
@@ -251,4 +252,4 @@ def test_staging_refuses_a_compose_that_is_not_finished(roots):
     with pytest.raises(AirflowFailException, match=r"STATUS is STARTED.*finalize_compose"):
         SyncToStagingOperator(task_id="sync_to_staging").execute({"ti": _TI(summary), "outlet_events": {}})
     assert not (roots / "staging").exists() or not any((roots / "staging").iterdir())
-    assert compose.read_status(layout) == "STARTED"
+    assert compose_status.read_status(layout) == "STARTED"

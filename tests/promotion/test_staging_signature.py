@@ -14,7 +14,9 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from releng.assets import STAGING_ASSET
-from releng.core import compose, promotion, repoverify, staging
+from releng.core import promotion, repoverify, staging
+from releng.core.compose import prepare_compose
+from releng.core.compose import status as compose_status
 from releng.core.layout import ComposeLayout
 from releng.core.settings import settings
 from releng.operators.compose import SyncToStagingOperator
@@ -48,14 +50,14 @@ def finished(trees, tmp_path, fixture_buildsystem, el9) -> tuple[ComposeLayout, 
     """A FINISHED RC compose holding the build system's repos as synced (its repomd.xml.asc signed by the
     build system's key), os and kickstart trees."""
     layout = ComposeLayout.new(el9, tmp_path / "compose", "20251123.143015")
-    compose.start_compose(layout)
+    prepare_compose.start_compose(layout)
     for repo, arch in REPOS:
         upstream = fixture_buildsystem.repo_dir(el9.project_id, repo, arch, hashed=True)
         shutil.copytree(upstream, layout.repo_tree(repo, arch))
     os_tree, ks = layout.repo_tree("BaseOS", "x86_64"), layout.repo_tree("BaseOS", "x86_64", "kickstart")
     shutil.copytree(os_tree, ks, copy_function=os.link, ignore=shutil.ignore_patterns("repodata"))
     shutil.copytree(os_tree / "repodata", ks / "repodata")
-    compose.write_status(layout, "FINISHED")
+    compose_status.write_status(layout, "FINISHED")
     return layout, {"release": "el9", "compose_id": layout.compose_id, "compose_root": str(layout.compose_root),
                     "rc": True}
 

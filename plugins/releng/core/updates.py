@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 
 from releng.core.checksums import file_digest
-from releng.core.compose import ComposeParams, plan_compose
+from releng.core.compose.prepare_compose import ComposeParams, plan_compose
 from releng.core.layout import ComposeLayout, LayoutError, ReleaseTrees, safe_part
 from releng.core.modes import FILE_MODE, public_dirs
 from releng.core.profile import ReleaseProfile

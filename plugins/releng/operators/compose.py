@@ -10,8 +10,10 @@ from pathlib import Path
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core import compose, metadata
+from releng.core import metadata
 from releng.core.checksums import Checksum, parse_checksum_file, write_checksum_file
+from releng.core.compose import finalize_compose, prepare_compose
+from releng.core.compose import status as compose_status
 from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.modes import make_public_tree
 from releng.core.settings import settings
@@ -40,14 +42,14 @@ class PrepareComposeOperator(BaseOperator):
         params = dict(context["params"])
         profile = load_release(params.get("release", ""))
         try:
-            run = compose.validate_params(profile, params)
-        except compose.ComposeParamsError as exc:
+            run = prepare_compose.validate_params(profile, params)
+        except prepare_compose.ComposeParamsError as exc:
             raise AirflowFailException(str(exc)) from None
         dag_run = context["dag_run"]
-        layout = compose.claim_compose(profile, settings().compose_root, compose_timestamp(dag_run.run_after),
+        layout = prepare_compose.claim_compose(profile, settings().compose_root, compose_timestamp(dag_run.run_after),
                                        dag_run.run_id)
-        previous = compose.start_compose(layout)
-        plan = compose.plan_compose(profile, run)
+        previous = prepare_compose.start_compose(layout)
+        plan = prepare_compose.plan_compose(profile, run)
         summary = {
             "release": profile.name, "compose_id": layout.compose_id, "compose_root": str(layout.compose_root),
             "top": str(layout.top), "compose_dir": str(layout.compose), "previous": str(previous) if previous else None,
@@ -63,9 +65,9 @@ class PrepareComposeOperator(BaseOperator):
 def plan_items(summary: dict, kind: str) -> list[dict]:
     """One work list of the compose (``PLAN_KINDS``), each item carrying the summary."""
     profile = load_release(summary["release"])
-    run = compose.ComposeParams(tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
-                                tuple(summary["images"]), summary["full_run"])
-    plan = compose.plan_compose(profile, run)
+    run = prepare_compose.ComposeParams(tuple(summary["arches"]), summary["rc"], summary["hashed"],
+                                        summary["repoclosure"], tuple(summary["images"]), summary["full_run"])
+    plan = prepare_compose.plan_compose(profile, run)
     if kind == "kickstart":  # primary arches only: multilib i686 has os and debug trees (empanadas §3)
         return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
                 for i in plan.reposync if i["kind"] == "os" and i["primary"] and run.full_run]
@@ -81,7 +83,7 @@ def reopen_compose(context: Context) -> None:
     if not summary:
         return
     layout = layout_of(summary)
-    before = compose.reopen(layout)
+    before = compose_status.reopen(layout)
     if before:
         log.warning("compose %s was %s and is being rewritten: STATUS is STARTED until finalize_compose runs again",
                     layout.compose_id, before)
@@ -222,31 +224,31 @@ class FinalizeComposeOperator(BaseOperator):
         layout = layout_of(summary)
         run_id = context["dag_run"].run_id
         states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})
-        plan = compose.plan_compose(layout.profile, compose.ComposeParams(
+        plan = prepare_compose.plan_compose(layout.profile, prepare_compose.ComposeParams(
             tuple(summary["arches"]), summary["rc"], summary["hashed"], summary["repoclosure"],
             tuple(summary["images"]), summary["full_run"]))
-        failable = compose.failable_keys(layout.profile, plan, self.deliverables)
+        failable = finalize_compose.failable_keys(layout.profile, plan, self.deliverables)
         # a watched task without any instance in this run has not started either
-        states = {**dict.fromkeys(compose.missing_tasks(states, self.watched)), **states}
+        states = {**dict.fromkeys(finalize_compose.missing_tasks(states, self.watched)), **states}
         try:
-            outcome = compose.compose_outcome(states, failable, self.watched)
-        except compose.ComposeNotEnded as exc:
+            outcome = finalize_compose.compose_outcome(states, failable, self.watched)
+        except finalize_compose.ComposeNotEnded as exc:
             raise AirflowFailException(f"compose {layout.compose_id}: {exc}") from None
         if outcome.status == "DOOMED":
-            compose.write_status(layout, "DOOMED")
+            compose_status.write_status(layout, "DOOMED")
             raise AirflowFailException(
                 f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
                 f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
             )
-        compose.reopen(layout)  # a rerun rewrites checksums and metadata: not FINISHED while it does
+        compose_status.reopen(layout)  # a rerun rewrites checksums and metadata: not FINISHED while it does
         try:
             records = self._publish(layout, summary["arches"], summary["rc"])
             self._write_metadata(layout, summary, records)
         except Exception as exc:
-            compose.write_status(layout, "DOOMED")  # never leave a compose STARTED after its last task failed
+            compose_status.write_status(layout, "DOOMED")  # never leave a compose STARTED after its last task failed
             raise AirflowFailException(f"compose {layout.compose_id} is DOOMED: finalizing failed: {exc}") from exc
-        compose.write_status(layout, outcome.status)
-        compose.move_latest_link(layout)
+        compose_status.write_status(layout, outcome.status)
+        finalize_compose.move_latest_link(layout)
         if outcome.failed_optional:
             self.log.warning("compose %s is FINISHED_INCOMPLETE; optional deliverables failed: %s",
                              layout.compose_id, ", ".join(outcome.failed_optional))
@@ -376,8 +378,8 @@ class SyncToStagingOperator(BaseOperator):
 
         summary = context["ti"].xcom_pull(task_ids="prepare_compose")
         layout = layout_of(summary)
-        status = compose.read_status(layout)
-        if status not in compose.FINISHED_STATUSES:
+        status = compose_status.read_status(layout)
+        if status not in compose_status.FINISHED_STATUSES:
             raise AirflowFailException(f"compose {layout.compose_id} STATUS is {status or 'missing'}, not FINISHED: "
                                        f"only a finalized compose is staged; let finalize_compose run (clear it) "
                                        f"and then this task")

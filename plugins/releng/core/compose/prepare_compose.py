@@ -1,22 +1,20 @@
-"""A compose's plan and state: validated run parameters, the work items per (repo, arch, kind),
-the compose directory a run claims, STATUS, COMPOSE_ID and the ``latest-<Short>-<profile>`` link.
+"""prepare_compose: validated run parameters, the work items per (repo, arch, kind), and the compose
+directory a run claims with its COMPOSE_ID and STATUS=STARTED.
 
 The plan is plain data; the DAG maps its lists onto operators. Each run claims its own
 ``<Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>`` directory with mkdir (Pungi's respin counter) and records
 its run id in it, so a retry or rerun of the run finds it again and no other run ever takes it.
-STATUS moves STARTED -> FINISHED | FINISHED_INCOMPLETE | DOOMED (Pungi's words), back to STARTED
-when a task rewrites a finished compose, and the latest link only moves for a finished compose,
-atomically.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from releng.core.layout import STATUSES, ComposeLayout, LayoutError, compose_id
+from releng.core.compose.status import write_status
+from releng.core.fs import atomic_write
+from releng.core.layout import ComposeLayout, LayoutError, compose_id
 from releng.core.profile import ReleaseProfile
 
 
@@ -104,21 +102,7 @@ def plan_compose(profile: ReleaseProfile, params: ComposeParams) -> ComposePlan:
     return ComposePlan(reposync, closure, lorax, dvd, cloud)
 
 
-# --- state ---------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        os.fchmod(f.fileno(), 0o644)  # published (metadata/COMPOSE_ID): world-readable whatever the umask
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 OWNER_FILE = "RUN_ID"
-FINISHED_STATUSES = frozenset({"FINISHED", "FINISHED_INCOMPLETE"})
 
 
 def compose_owner(top: Path) -> str | None:
@@ -151,7 +135,7 @@ def claim_compose(profile: ReleaseProfile, compose_root: Path, timestamp: str, r
         except FileExistsError:
             respin += 1
             continue
-        _atomic_write(layout.top / OWNER_FILE, run_id + "\n")
+        atomic_write(layout.top / OWNER_FILE, run_id + "\n")
         return layout
 
 
@@ -160,8 +144,8 @@ def start_compose(layout: ComposeLayout) -> Path | None:
     previous = previous_compose(layout)
     for path in (layout.compose, layout.metadata, layout.work, layout.logs):
         path.mkdir(parents=True, exist_ok=True)
-    _atomic_write(layout.metadata / "COMPOSE_ID", layout.compose_id)
-    _atomic_write(layout.top / "COMPOSE_ID", layout.compose_id)
+    atomic_write(layout.metadata / "COMPOSE_ID", layout.compose_id)
+    atomic_write(layout.top / "COMPOSE_ID", layout.compose_id)
     # a cleared and rerun compose is being rewritten: whatever it reached before no longer holds
     write_status(layout, "STARTED")
     return previous
@@ -177,116 +161,3 @@ def previous_compose(layout: ComposeLayout) -> Path | None:
     return None
 
 
-def write_status(layout: ComposeLayout, status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"unknown compose status {status!r}; one of {', '.join(STATUSES)}")
-    _atomic_write(layout.status_file, status + "\n")
-
-
-def read_status(layout: ComposeLayout) -> str | None:
-    try:
-        return layout.status_file.read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def reopen(layout: ComposeLayout) -> str | None:
-    """Before rewriting a finished compose: STATUS back to STARTED. Returns the status it had when it changed.
-
-    A STARTED or DOOMED compose is left as it is; finalizing decides the status again.
-    """
-    status = read_status(layout)
-    if status in FINISHED_STATUSES:
-        write_status(layout, "STARTED")
-        return status
-    return None
-
-
-def move_latest_link(layout: ComposeLayout) -> None:
-    """Point ``latest-<Short>-<profile>`` at this compose: a new link renamed over the old one (atomic)."""
-    link = layout.latest_link
-    if link.exists() and not link.is_symlink():
-        raise LayoutError(f"{link} exists and is not a symlink; move it away so the latest link can be managed")
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(layout.top.name)  # relative: the tree stays valid when mounted elsewhere
-    os.replace(tmp, link)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    failed_required: tuple[str, ...]
-    failed_optional: tuple[str, ...]
-
-
-FAILED_STATES = frozenset({"failed", "upstream_failed"})
-# Airflow's finished states; anything else (running, queued, scheduled, deferred, up_for_retry,
-# up_for_reschedule, restarting, no state yet) is a task that may still write into the compose.
-ENDED_STATES = frozenset({"success", "skipped", "removed", *FAILED_STATES})
-
-
-class ComposeNotEnded(RuntimeError):
-    """Some watched task has not ended; the compose cannot be finalized yet."""
-
-    def __init__(self, unfinished: list[tuple[str, str | None]]):
-        self.unfinished = unfinished
-        listed = ", ".join(f"{key} ({state or 'not started'})" for key, state in unfinished[:20])
-        more = f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else ""
-        super().__init__(f"refusing to finalize: {len(unfinished)} work tasks have not ended: {listed}{more}; "
-                         f"the compose stays STARTED. Let them end, then clear finalize_compose")
-
-
-def _task_of(key: str, task_ids: Iterable[str]) -> str:
-    """The task id of a state key: ``sync_repos`` or, for a mapped instance, ``sync_repos_12``."""
-    for task_id in sorted(task_ids, key=len, reverse=True):
-        if key == task_id or (key.startswith(task_id + "_") and key[len(task_id) + 1:].isdigit()):
-            return task_id
-    return key
-
-
-def missing_tasks(states: Mapping[str, str | None], task_ids: Iterable[str]) -> list[str]:
-    """The task ids among ``task_ids`` that have no instance at all in ``states``."""
-    task_ids = list(task_ids)
-    present = {_task_of(key, task_ids) for key in states}
-    return [t for t in task_ids if t not in present]
-
-
-def failable_keys(profile: ReleaseProfile, plan: ComposePlan, tasks: Mapping[str, str]) -> set[str]:
-    """State keys (``task_<map_index>``) of the deliverables the profile marks failable.
-
-    ``tasks`` maps a mapped task id to the plan list it runs over (``{"pull_cloud_images": "cloud"}``);
-    the map index is the item's position in that list.
-    """
-    keys = set()
-    for task_id, kind in tasks.items():
-        for index, item in enumerate(getattr(plan, kind)):
-            spec = profile.cloud_images[item["image_type"]] if kind == "cloud" else profile.iso_images[item["image"]]
-            if spec.failable:
-                keys.add(f"{task_id}_{index}")
-    return keys
-
-
-def compose_outcome(states: Mapping[str, str | None], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
-    """STATUS from the run's task states, as Airflow reports them (``task`` or ``task_<map_index>``):
-    a failed required task dooms the compose; a failed failable deliverable makes it FINISHED_INCOMPLETE.
-    ``failable`` holds task ids (every instance may fail) or single state keys. ComposeNotEnded when any
-    task has not ended (a sync waiting to retry may still succeed), whatever else failed.
-    """
-    states = {key: getattr(state, "value", state) for key, state in states.items()}  # enum members: their values
-    optional = set(failable)
-    task_ids = list(task_ids)
-    unfinished = sorted(((k, state) for k, state in states.items() if state not in ENDED_STATES),
-                        key=lambda item: item[0])
-    if unfinished:
-        raise ComposeNotEnded(unfinished)
-    failed = sorted(k for k, state in states.items() if state in FAILED_STATES)
-
-    def is_optional(key: str) -> bool:
-        return key in optional or _task_of(key, task_ids) in optional
-
-    failed_optional = tuple(k for k in failed if is_optional(k))
-    failed_required = tuple(k for k in failed if not is_optional(k))
-    if failed_required:
-        return Outcome("DOOMED", failed_required, failed_optional)
-    return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)
