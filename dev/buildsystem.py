@@ -37,7 +37,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from releng.core.profile import ReleaseProfile, load_profile, profile_paths
-from releng.core.repodata import open_metadata, read_repomd, tree_path
+from releng.core.repo.metadata import open_metadata
+from releng.core.repo.repomd import read_repomd, tree_path
 
 SOURCE_DATE_EPOCH = "1735689600"  # 2025-01-01: stable build times so rebuilt fixtures are comparable
 KEY_UID = "Local stack fixture key (throwaway, NOT a distribution key) <fixture@releng.invalid>"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from releng.core.dnf import DnfRepo, DnfWorkspace, dnf_config, repoclosure_argv
-from releng.core.repodata import verify_tree
+from releng.core.repo.verify import verify_repo
 from tests.dagrun import run_dag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +55,13 @@ def test_full_compose_two_arches(airflow_db, site, el9, fixture_buildsystem):
             else:
                 assert not (compose / repo.dir / arch / "kickstart").exists()
             for kind, tree in trees:
-                report = verify_tree(tree)
+                report = verify_repo(tree)
                 assert report.ok and report.packages, (tree, report.problems(5))
                 if kind == "os":
                     upstream = fixture_buildsystem.repo_dir(el9.project_id, repo.id, arch, hashed=True)
                     assert sorted(p.name for p in tree.rglob("*.rpm")) == \
                         sorted(p.name for p in upstream.rglob("*.rpm"))
-        assert verify_tree(compose / repo.dir / "source" / "tree").ok
+        assert verify_repo(compose / repo.dir / "source" / "tree").ok
     # kickstart trees are hard links of the os trees, not second downloads
     os_rpm = next((compose / "BaseOS/x86_64/os/Packages").rglob("libfoo-*.rpm"))
     ks_rpm = compose / "BaseOS/x86_64/kickstart" / os_rpm.relative_to(compose / "BaseOS/x86_64/os")
