@@ -39,7 +39,6 @@ from releng.operators.compose import (
     PLAN_KINDS,
     DeployExtraFilesOperator,
     FinalizeComposeOperator,
-    KickstartTreeOperator,
     PlanWorkOperator,
     PrepareComposeOperator,
     SyncToStagingOperator,
@@ -49,9 +48,10 @@ from releng.operators.compose import (
 )
 from releng.operators.iso import XorrisoIsoOperator
 from releng.operators.lorax import lorax_task
+from releng.operators.make_kickstart_trees import MakeKickstartTreesOperator
 from releng.operators.repoclosure import RepoclosureOperator
-from releng.operators.reposync import RepoSyncOperator
 from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
+from releng.operators.sync_repos import SyncReposOperator
 
 WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
               "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
@@ -90,13 +90,13 @@ with DAG(
     # Tasks that rewrite compose content set a finished compose back to STARTED first (reopen_compose).
     extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files", pre_execute=reopen_compose)
 
-    sync_repos = RepoSyncOperator.partial(
+    sync_repos = SyncReposOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["reposync"].output.map(reposync_kwargs))
 
     # Empty work lists skip their mapped task, so the joins run on "nothing failed", not "all succeeded".
-    kickstart = KickstartTreeOperator.partial(
+    kickstart = MakeKickstartTreesOperator.partial(
         task_id="make_kickstart_trees", map_index_template="{{ task.repo }} {{ task.arch }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["kickstart"].output)
