@@ -6,7 +6,7 @@ Builds one x86_64 compose: the lorax stand-in's tree and boot.iso, the fixture b
 BaseOS and AppStream repos, plus ``--size-mb`` of incompressible data in rpm-named files so that
 I/O dominates. Then, alternating, it times
 
-* **DVD step**: :func:`releng.core.iso.build_dvd` (variant tree, xorriso, implantisomd5, boot
+* **DVD step**: :func:`releng.core.compose.build_dvd_iso.build_dvd` (variant tree, xorriso, implantisomd5, boot
   check, manifest, one-pass checksum, CHECKSUM files and links), and
 * **bare xorriso**: the dialog empanadas runs (same grafts, same SOURCE_DATE_EPOCH, xorriso's
   default flush every 16 MiB, so the ISO is on disk when it exits) by xorriso alone; the ratio is
@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from releng.core import iso
+from releng.core.compose import build_dvd_iso as iso
+from releng.core.compose.prepare_compose import compose_layout
 from releng.core.layout import ComposeLayout
 from releng.core.profile import load_profile
 
@@ -69,7 +70,7 @@ def prepare(root: Path, size_mb: int) -> ComposeLayout:
 def worker(kind: str, top: Path, out: Path) -> dict:
     """One timed run in this process; prints JSON with seconds and peak RSS (KiB) of self and children."""
     profile = load_profile(CHECKOUT / "config" / "releases" / "el9.yaml")
-    layout = iso.compose_layout(profile, top, top.parent.parent)
+    layout = compose_layout(profile, top, top.parent.parent)
     started = time.perf_counter()
     if kind == "dvd":
         result = iso.build_dvd(layout, ARCH, "dvd", rc=False)

@@ -34,24 +34,24 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 from releng.assets import STAGING_ASSET
 from releng.core.arches import PRIMARY_ARCHES
 from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
-from releng.operators.cloud import CloudImagePullOperator
+from releng.operators.build_dvd_iso import BuildDvdIsoOperator
+from releng.operators.build_lorax import lorax_task
 from releng.operators.compose import (
     PLAN_KINDS,
     DeployExtraFilesOperator,
     FinalizeComposeOperator,
+    KickstartTreeOperator,
     PlanWorkOperator,
     PrepareComposeOperator,
     SyncToStagingOperator,
-    reopen_compose,
+    reopen_before,
     repoclosure_kwargs,
     reposync_kwargs,
 )
-from releng.operators.iso import XorrisoIsoOperator
-from releng.operators.lorax import lorax_task
-from releng.operators.make_kickstart_trees import MakeKickstartTreesOperator
+from releng.operators.pull_cloud_images import PullCloudImagesOperator
+from releng.operators.pull_unpack_tree import PullUnpackTreeOperator, pull_unpack_kwargs
 from releng.operators.repoclosure import RepoclosureOperator
-from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
-from releng.operators.sync_repos import SyncReposOperator
+from releng.operators.reposync import RepoSyncOperator
 
 WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
               "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
@@ -85,18 +85,20 @@ with DAG(
 ) as dag:
     prepare = PrepareComposeOperator(task_id="prepare_compose", retries=0)
     with TaskGroup("plan", tooltip="the compose's work lists, one per mapped task"):
-        plan = {kind: PlanWorkOperator(task_id=kind, kind=kind, retries=0) for kind in PLAN_KINDS}
-    prepare >> list(plan.values())
-    # Tasks that rewrite compose content set a finished compose back to STARTED first (reopen_compose).
-    extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files", pre_execute=reopen_compose)
+        plan = {kind: PlanWorkOperator(task_id=kind, kind=kind, summary=prepare.output, retries=0)
+                for kind in PLAN_KINDS}
+    # Tasks that rewrite compose content set a finished compose back to STARTED first.
+    reopen_compose = reopen_before(prepare)
+    extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files", summary=prepare.output,
+                                           pre_execute=reopen_compose)
 
-    sync_repos = SyncReposOperator.partial(
+    sync_repos = RepoSyncOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["reposync"].output.map(reposync_kwargs))
 
     # Empty work lists skip their mapped task, so the joins run on "nothing failed", not "all succeeded".
-    kickstart = MakeKickstartTreesOperator.partial(
+    kickstart = KickstartTreeOperator.partial(
         task_id="make_kickstart_trees", map_index_template="{{ task.repo }} {{ task.arch }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["kickstart"].output)
@@ -113,25 +115,25 @@ with DAG(
         pre_execute=reopen_compose,
     ).expand_kwargs(build_lorax.output.zip(plan["lorax"].output).map(pull_unpack_kwargs))
 
-    dvd = XorrisoIsoOperator.partial(
+    dvd = BuildDvdIsoOperator.partial(
         task_id="build_dvd_iso", pool="iso_build", map_index_template="{{ task.arch }} {{ task.image }}",
         trigger_rule=TriggerRule.NONE_FAILED, pre_execute=reopen_compose,
     ).expand_kwargs(plan["dvd"].output)
 
-    cloud = CloudImagePullOperator.partial(
+    cloud = PullCloudImagesOperator.partial(
         task_id="pull_cloud_images", map_index_template="{{ task.arch }} {{ task.image_type }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["cloud"].output)
 
     finalize = FinalizeComposeOperator(
-        task_id="finalize_compose", trigger_rule=TriggerRule.ALL_DONE, retries=0,
+        task_id="finalize_compose", summary=prepare.output, trigger_rule=TriggerRule.ALL_DONE, retries=0,
         watched=WORK_TASKS, deliverables={"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"},
     )
     staging = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", outlets=[STAGING_ASSET])
 
     sync_repos >> kickstart >> closure
     [closure, build_lorax] >> unpack >> dvd
-    prepare >> extra_files >> dvd
+    extra_files >> dvd
     # finalize waits for every work task to end: an empty work list skips its task at once, so depending
     # on the last deliverables alone let it run while syncs were still running.
     [prepare, *plan.values(), extra_files, sync_repos, kickstart, closure, build_lorax, unpack, dvd, cloud] \

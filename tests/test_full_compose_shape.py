@@ -40,7 +40,8 @@ def test_tasks_that_rewrite_compose_content_reopen_a_finished_compose(dag):
     for task_id in REWRITERS:
         task = dag.get_task(task_id)
         hook = task.partial_kwargs.get("pre_execute") if hasattr(task, "partial_kwargs") else task._pre_execute_hook
-        assert hook is reopen_compose, task_id
+        # bound to the compose prepare_compose claimed
+        assert hook.func is reopen_compose and hook.keywords == {"prepare_task_id": "prepare_compose"}, task_id
     for task_id in ("prepare_compose", "repoclosure", "finalize_compose", "sync_to_staging"):
         task = dag.get_task(task_id)
         hook = task.partial_kwargs.get("pre_execute") if hasattr(task, "partial_kwargs") else task._pre_execute_hook

@@ -9,8 +9,9 @@ from pathlib import Path
 import productmd.treeinfo
 import pytest
 
-from releng.core import iso
-from releng.core.layout import ComposeLayout
+from releng.core import disc
+from releng.core.compose import build_dvd_iso, prepare_compose, pull_cloud_images
+from releng.core.layout import ComposeLayout, LayoutError
 from releng.core.profile import CloudImage
 
 
@@ -23,28 +24,29 @@ def layout(el9):
 
 
 def test_only_disc_images_without_isoskip_are_built(el9):
-    assert [i.name for i in iso.dvd_images(el9)] == ["dvd"]
-    with pytest.raises(iso.IsoInputError, match="'minimal' of el9 is marked isoskip"):
-        iso.disc_image(el9, "minimal")
-    with pytest.raises(iso.IsoInputError, match=r"'BaseOS' of el9 is a tree \(disc: false\)"):
-        iso.disc_image(el9, "BaseOS")
-    with pytest.raises(iso.IsoInputError, match="no iso image 'dvd2'; buildable images: dvd"):
-        iso.disc_image(el9, "dvd2")
+    assert [i.name for i in build_dvd_iso.dvd_images(el9)] == ["dvd"]
+    with pytest.raises(build_dvd_iso.IsoInputError, match="'minimal' of el9 is marked isoskip"):
+        build_dvd_iso.disc_image(el9, "minimal")
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"'BaseOS' of el9 is a tree \(disc: false\)"):
+        build_dvd_iso.disc_image(el9, "BaseOS")
+    with pytest.raises(build_dvd_iso.IsoInputError, match="no iso image 'dvd2'; buildable images: dvd"):
+        build_dvd_iso.disc_image(el9, "dvd2")
     renamed = dataclasses.replace(el9, iso_images={"lorax": dataclasses.replace(el9.iso_images["dvd"], name="lorax")})
-    with pytest.raises(iso.IsoInputError, match="'lorax' is reserved"):
-        iso.disc_image(renamed, "lorax")
+    with pytest.raises(build_dvd_iso.IsoInputError, match="'lorax' is reserved"):
+        build_dvd_iso.disc_image(renamed, "lorax")
 
 
 def test_compose_layout_from_id_or_top_dir(el9, layout):
-    assert iso.compose_layout(el9, "Rocky-9.7-20251123.143015", Path("/srv/compose")) == layout
-    assert iso.compose_layout(el9, "/srv/compose/9/Rocky-9.7-20251123.143015/", Path("/elsewhere")) == layout
-    with pytest.raises(iso.IsoInputError, match="neither a compose id"):
-        iso.compose_layout(el9, "../x", Path("/srv/compose"))
-    counted = iso.compose_layout(el9, "/srv/compose/9/Rocky-9.7-20251123.143015.2", Path("/elsewhere"))
+    assert prepare_compose.compose_layout(el9, "Rocky-9.7-20251123.143015", Path("/srv/compose")) == layout
+    top = "/srv/compose/9/Rocky-9.7-20251123.143015/"
+    assert prepare_compose.compose_layout(el9, top, Path("/elsewhere")) == layout
+    with pytest.raises(LayoutError, match="neither a compose id"):
+        prepare_compose.compose_layout(el9, "../x", Path("/srv/compose"))
+    counted = prepare_compose.compose_layout(el9, "/srv/compose/9/Rocky-9.7-20251123.143015.2", Path("/elsewhere"))
     assert counted == ComposeLayout(el9, Path("/srv/compose"), "Rocky-9.7-20251123.143015.2")
-    assert iso.compose_layout(el9, "Rocky-9.7-20251123.143015.2", Path("/srv/compose")) == counted
-    with pytest.raises(iso.IsoInputError, match="not under a 9/ directory"):
-        iso.compose_layout(el9, "/srv/compose/8/Rocky-9.7-20251123.143015", Path("/srv/compose"))
+    assert prepare_compose.compose_layout(el9, "Rocky-9.7-20251123.143015.2", Path("/srv/compose")) == counted
+    with pytest.raises(LayoutError, match="not under a 9/ directory"):
+        prepare_compose.compose_layout(el9, "/srv/compose/8/Rocky-9.7-20251123.143015", Path("/srv/compose"))
 
 
 # --- graft list -------------------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def test_manifest_paths_are_replayed_unless_updatable():
                                      "isolinux/isolinux.bin", "EFI/BOOT/grub.cfg", ".treeinfo", ".discinfo",
                                      "media.repo", "EULA", "BaseOS/Packages/a/a-1.rpm", "BaseOS/repodata/repomd.xml",
                                      "AppStream/Packages/z-1.rpm", "images/pxeboot/vmlinuz"]}
-    grafts = iso.graft_list(sources, iso.parse_manifest(BOOT_MANIFEST))
+    grafts = build_dvd_iso.graft_list(sources, build_dvd_iso.parse_manifest(BOOT_MANIFEST))
     by_path = {g.iso_path: g for g in grafts}
     # in boot.iso and not updatable: left to the replay
     assert "images/install.img" not in by_path and "isolinux/isolinux.bin" not in by_path
@@ -88,14 +90,14 @@ def test_manifest_paths_are_replayed_unless_updatable():
 def test_graft_order_boot_files_first_rpms_last():
     paths = ["zz.rpm", "README", "ppc/bootinfo.txt", "generic.ins", "images/cdboot.img", "a.img", "etc/yaboot.conf",
              "BaseOS/Packages/k.rpm", ".treeinfo"]
-    assert sorted(paths, key=iso.graft_sort_key) == [
+    assert sorted(paths, key=build_dvd_iso.graft_sort_key) == [
         "a.img", "etc/yaboot.conf", "generic.ins", "images/cdboot.img", "ppc/bootinfo.txt",
         ".treeinfo", "README", "BaseOS/Packages/k.rpm", "zz.rpm",
     ]
 
 
 def test_parse_manifest_accepts_both_forms():
-    assert iso.parse_manifest("'./EFI'\n'./EFI/BOOT'\n\n/images/x.img\n'./a b'\n") == \
+    assert build_dvd_iso.parse_manifest("'./EFI'\n'./EFI/BOOT'\n\n/images/x.img\n'./a b'\n") == \
         {"EFI", "EFI/BOOT", "images/x.img", "a b"}
 
 
@@ -107,7 +109,7 @@ def test_scan_tree_links_and_empty_dirs(tmp_path):
     (tmp_path / "outside.rpm").write_text("o")
     (root / "Packages/inside-link.rpm").symlink_to("a/a.rpm")
     (root / "Packages/outside-link.rpm").symlink_to(tmp_path / "outside.rpm")
-    got = iso.scan_tree(root, "BaseOS/")
+    got = build_dvd_iso.scan_tree(root, "BaseOS/")
     assert got == {
         "BaseOS/Packages/a/a.rpm": root / "Packages/a/a.rpm",
         "BaseOS/Packages/inside-link.rpm": root / "Packages/inside-link.rpm",  # kept as a link
@@ -115,18 +117,18 @@ def test_scan_tree_links_and_empty_dirs(tmp_path):
         "BaseOS/empty": root / "empty",
     }
     (root / "dangling.rpm").symlink_to("nowhere.rpm")
-    with pytest.raises(iso.IsoInputError, match="dangling symlink"):
-        iso.scan_tree(root)
+    with pytest.raises(build_dvd_iso.IsoInputError, match="dangling symlink"):
+        build_dvd_iso.scan_tree(root)
 
 
 # --- dialog and argv builders ----------------------------------------------------------------------------
 
 
 def test_x86_64_dialog():
-    grafts = [iso.Graft(".treeinfo", Path("/w/dvd/.treeinfo"), update=True),
-              iso.Graft("BaseOS/Packages/it's.rpm", Path("/c/BaseOS/x86_64/os/Packages/it's.rpm"))]
-    lines = iso.xorriso_dialog(Path("/w/lorax/images/boot.iso"), Path("/w/.tmp/dvd.iso"), "Rocky-9-7-x86_64-dvd",
-                               "x86_64", grafts)
+    grafts = [build_dvd_iso.Graft(".treeinfo", Path("/w/dvd/.treeinfo"), update=True),
+              build_dvd_iso.Graft("BaseOS/Packages/it's.rpm", Path("/c/BaseOS/x86_64/os/Packages/it's.rpm"))]
+    lines = build_dvd_iso.xorriso_dialog(Path("/w/lorax/images/boot.iso"), Path("/w/.tmp/dvd.iso"),
+                                         "Rocky-9-7-x86_64-dvd", "x86_64", grafts)
     assert lines == [
         "-indev '/w/lorax/images/boot.iso'",
         "-outdev '/w/.tmp/dvd.iso'",
@@ -143,37 +145,38 @@ def test_x86_64_dialog():
 
 
 def test_dialog_with_a_stamp_fixes_every_file_time():
-    lines = iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "v", "x86_64", [], stamp=1715000000)
+    lines = build_dvd_iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "v", "x86_64", [], stamp=1715000000)
     assert lines[-2:] == ["-volume_date all_file_dates =1715000000", "-end"]
     assert lines.index("-volume_date all_file_dates =1715000000") > lines.index("-volid 'v'")
 
 
 def test_ppc64le_dialog_is_ppc_with_untranslated_names():
-    lines = iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "Rocky-9-7-ppc64le-dvd", "ppc64le", [])
+    lines = build_dvd_iso.xorriso_dialog(Path("/b.iso"), Path("/o.iso"), "Rocky-9-7-ppc64le-dvd", "ppc64le", [])
     assert "-system_id PPC" in lines
     assert lines.index("-compliance untranslated_names") == lines.index("-compliance joliet_long_names") + 1
-    assert "-compliance untranslated_names" not in iso.xorriso_dialog(Path("/b"), Path("/o"), "v", "s390x", [])
+    s390x = build_dvd_iso.xorriso_dialog(Path("/b"), Path("/o"), "v", "s390x", [])
+    assert "-compliance untranslated_names" not in s390x
 
 
 @pytest.mark.parametrize("word", ["", "a\nb", "a\\b", "it's \"quoted\""])
 def test_xorriso_quote_refuses_what_it_cannot_carry(word):
-    with pytest.raises(iso.IsoInputError, match="cannot be passed to xorriso"):
-        iso.xorriso_quote(word)
+    with pytest.raises(build_dvd_iso.IsoInputError, match="cannot be passed to xorriso"):
+        build_dvd_iso.xorriso_quote(word)
 
 
 def test_argv_builders():
-    assert iso.implantisomd5_argv(Path("/x.iso")) == ["implantisomd5", "--supported-iso", "/x.iso"]
-    assert iso.implantisomd5_argv(Path("/x.iso"), supported=False) == ["implantisomd5", "/x.iso"]
-    assert iso.checkisomd5_argv(Path("/x.iso")) == ["checkisomd5", "/x.iso"]
-    assert iso.xorriso_argv(Path("/d.txt")) == ["xorriso", "-no_rc", "-options_from_file", "/d.txt"]
-    assert iso.xorriso_find_argv(Path("/x.iso")) == ["xorriso", "-no_rc", "-indev", "/x.iso", "-find", "/"]
-    assert iso.el_torito_report_argv(Path("/x.iso"))[-4:] == ["-report_el_torito", "as_mkisofs",
+    assert build_dvd_iso.implantisomd5_argv(Path("/x.iso")) == ["implantisomd5", "--supported-iso", "/x.iso"]
+    assert build_dvd_iso.implantisomd5_argv(Path("/x.iso"), supported=False) == ["implantisomd5", "/x.iso"]
+    assert build_dvd_iso.checkisomd5_argv(Path("/x.iso")) == ["checkisomd5", "/x.iso"]
+    assert build_dvd_iso.xorriso_argv(Path("/d.txt")) == ["xorriso", "-no_rc", "-options_from_file", "/d.txt"]
+    assert build_dvd_iso.xorriso_find_argv(Path("/x.iso")) == ["xorriso", "-no_rc", "-indev", "/x.iso", "-find", "/"]
+    assert build_dvd_iso.el_torito_report_argv(Path("/x.iso"))[-4:] == ["-report_el_torito", "as_mkisofs",
                                                                "-report_el_torito", "plain"]
 
 
 def test_parse_find_output_sorts_and_unquotes():
     out = "'/'\n'/b'\n'/a'\n'/a/it'\"'\"'s'\nxorriso : NOTE : noise\n'/a/x y'\n"
-    assert iso.parse_find_output(out) == ["/a", "/a/it's", "/a/x y", "/b"]
+    assert build_dvd_iso.parse_find_output(out) == ["/a", "/a/it's", "/a/x y", "/b"]
 
 
 REPORT = """Boot record  : El Torito , MBR isohybrid cyl-align-on GPT
@@ -186,16 +189,16 @@ El Torito img path :   2  /images/efiboot.img
 
 
 def test_boot_check():
-    assert iso.boot_setup(REPORT) == ("El Torito , MBR isohybrid cyl-align-on GPT",
+    assert build_dvd_iso.boot_setup(REPORT) == ("El Torito , MBR isohybrid cyl-align-on GPT",
                                       (("1", "BIOS", "y", "none", "/isolinux/isolinux.bin"),
                                        ("2", "UEFI", "y", "none", "/images/efiboot.img")))
     moved = REPORT.replace("2099", "4000").replace("      51", "    9000")
-    iso.check_boot_report(moved, REPORT, "dvd.iso")  # LBAs move when packages are added; that is fine
-    with pytest.raises(iso.IsoInputError, match=r"dvd\.iso was not built correctly.*SORRY : Cannot"):
-        iso.check_boot_report(REPORT + "xorriso : SORRY : Cannot find boot image\n", REPORT, "dvd.iso")
+    build_dvd_iso.check_boot_report(moved, REPORT, "dvd.iso")  # LBAs move when packages are added; that is fine
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"dvd\.iso was not built correctly.*SORRY : Cannot"):
+        build_dvd_iso.check_boot_report(REPORT + "xorriso : SORRY : Cannot find boot image\n", REPORT, "dvd.iso")
     bios_only = "\n".join(line for line in REPORT.splitlines() if not re.search(r":\s+2\s", line))
-    with pytest.raises(iso.IsoInputError, match=r"does not boot like boot\.iso"):
-        iso.check_boot_report(bios_only, REPORT, "dvd.iso")
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"does not boot like boot\.iso"):
+        build_dvd_iso.check_boot_report(bios_only, REPORT, "dvd.iso")
 
 
 # --- volume id ------------------------------------------------------------------------------------------
@@ -203,18 +206,18 @@ def test_boot_check():
 
 def test_volid_must_be_the_releases(layout):
     boot = Path("/w/boot.iso")
-    assert iso.check_volid("Rocky-9-7-x86_64-dvd", layout, "x86_64", False, boot) == "Rocky-9-7-x86_64-dvd"
-    assert iso.check_volid("Rocky-9-7-RC1-x86_64-dvd", layout, "x86_64", True, boot)
-    with pytest.raises(iso.IsoInputError, match=r"'Rocky-9-7-x86_64-dvd' of /w/boot.iso is not "
+    assert build_dvd_iso.check_volid("Rocky-9-7-x86_64-dvd", layout, "x86_64", False, boot) == "Rocky-9-7-x86_64-dvd"
+    assert build_dvd_iso.check_volid("Rocky-9-7-RC1-x86_64-dvd", layout, "x86_64", True, boot)
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"'Rocky-9-7-x86_64-dvd' of /w/boot.iso is not "
                                                 r"'Rocky-9-7-RC1-x86_64-dvd'.*--volid=Rocky-9-7-RC1-x86_64-dvd"):
-        iso.check_volid("Rocky-9-7-x86_64-dvd", layout, "x86_64", True, boot)
+        build_dvd_iso.check_volid("Rocky-9-7-x86_64-dvd", layout, "x86_64", True, boot)
 
 
 def test_volid_longer_than_32_is_refused(el9):
     long = ComposeLayout.new(dataclasses.replace(el9, shortname="RockyEnterpriseLinux"), Path("/c"),
                              "20251123.143015")
-    with pytest.raises(iso.IsoInputError, match=r"is 40 characters; ISO 9660 allows 32; shorten the profile"):
-        iso.check_volid("whatever", long, "aarch64", True, Path("/b.iso"))
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"is 40 characters; ISO 9660 allows 32; shorten the profile"):
+        build_dvd_iso.check_volid("whatever", long, "aarch64", True, Path("/b.iso"))
 
 
 # --- disc .treeinfo / .discinfo ---------------------------------------------------------------------------
@@ -255,8 +258,8 @@ def test_variant_tree_links_lorax_files_and_writes_disc_metadata(el9, tmp_path):
     layout = ComposeLayout.new(el9, tmp_path, "20251123.143015")
     lorax = _fake_lorax(layout, "x86_64")
     (layout.lorax_dir("x86_64") / ".dvd.tree-stale").mkdir()  # a killed earlier try
-    assert iso.remove_stale_scratch(layout, "x86_64", "dvd")
-    tree, stamp = iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
+    assert build_dvd_iso.remove_stale_scratch(layout, "x86_64", "dvd")
+    tree, stamp = build_dvd_iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
     assert (tree, stamp) == (layout.lorax_dir("x86_64") / "dvd", 1715000000)
     assert not (tree / "images/boot.iso").exists() and not (tree / "images/boot.iso.manifest").exists()
     assert (tree / "images/install.img").stat().st_ino == (lorax / "images/install.img").stat().st_ino
@@ -272,7 +275,7 @@ def test_variant_tree_links_lorax_files_and_writes_disc_metadata(el9, tmp_path):
     assert int((tree / ".treeinfo").stat().st_mtime) == stamp == int(tree.stat().st_mtime)  # reproducible ISO
     assert tree.stat().st_mode & 0o777 == 0o755
     (tree / "leftover").write_text("x")
-    iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)  # a rerun replaces the tree
+    build_dvd_iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)  # a rerun replaces the tree
     assert not (tree / "leftover").exists()
     assert sorted(p.name for p in layout.lorax_dir("x86_64").iterdir()) == ["dvd", "lorax"]
 
@@ -281,14 +284,14 @@ def test_variant_tree_needs_a_lorax_treeinfo(el9, tmp_path):
     layout = ComposeLayout.new(el9, tmp_path, "20251123.143015")
     lorax = _fake_lorax(layout, "x86_64")
     (lorax / ".treeinfo").unlink()
-    with pytest.raises(iso.IsoInputError, match=r"\.treeinfo does not exist.*pull_unpack_tree"):
-        iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"\.treeinfo does not exist.*pull_unpack_tree"):
+        build_dvd_iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
 
 
 def test_discinfo_has_an_integer_timestamp():
-    assert iso.discinfo_text(1715000000, "Rocky Linux 9.7", "aarch64") == \
+    assert disc.discinfo_text(1715000000, "Rocky Linux 9.7", "aarch64") == \
         "1715000000\nRocky Linux 9.7\naarch64\nALL\n"
-    assert "mediaid=1715000000\n" in iso.media_repo_text(1715000000, "Rocky Linux 9.7")
+    assert "mediaid=1715000000\n" in disc.media_repo_text(1715000000, "Rocky Linux 9.7")
 
 
 # --- cloud images ----------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ def _key(kind: str, date: str, build: int, epoch: int, fmt: str = "qcow2", arch:
 def test_newest_build_is_numeric_not_string_order(el9):
     keys = [_key("GenericCloud-Base", "20250101", 2, 1735790000), _key("GenericCloud-Base", "20250101", 10, 1735780000),
             _key("GenericCloud-Base", "20241231", 99, 1735900000)]
-    chosen, missing = iso.select_cloud_builds(el9, GC, "x86_64", keys)
+    chosen, missing = pull_cloud_images.select_cloud_builds(el9, GC, "x86_64", keys)
     assert missing == ["LVM"]
     assert chosen["Base"].build == 10  # empanadas' descending string sort picked .2
     assert chosen["Base"].filename == "Rocky-9-GenericCloud-Base-9.7-20250101.10.x86_64.qcow2"
@@ -314,9 +317,9 @@ def test_newest_build_is_numeric_not_string_order(el9):
 def test_newest_build_date_then_build_then_epoch(el9):
     keys = [_key("GenericCloud-LVM", "20250101", 1, 1735700000), _key("GenericCloud-LVM", "20250101", 1, 1735800000),
             _key("GenericCloud-LVM", "20250102", 0, 1735600000)]
-    chosen, _ = iso.select_cloud_builds(el9, GC, "x86_64", keys)
+    chosen, _ = pull_cloud_images.select_cloud_builds(el9, GC, "x86_64", keys)
     assert (chosen["LVM"].date, chosen["LVM"].build, chosen["LVM"].epoch) == ("20250102", 0, 1735600000)
-    chosen, _ = iso.select_cloud_builds(el9, GC, "x86_64", keys[:2])
+    chosen, _ = pull_cloud_images.select_cloud_builds(el9, GC, "x86_64", keys[:2])
     assert chosen["LVM"].epoch == 1735800000
 
 
@@ -330,15 +333,16 @@ def test_newest_build_date_then_build_then_epoch(el9):
     "buildimage-9.7-x86_64/Rocky-9-GenericCloud-Base-9.7-20250101.1.x86_64/1735700000/other.qcow2",
 ])
 def test_keys_of_other_kinds_are_ignored(el9, key):
-    chosen, missing = iso.select_cloud_builds(el9, GC, "x86_64", [key])
+    chosen, missing = pull_cloud_images.select_cloud_builds(el9, GC, "x86_64", [key])
     assert chosen == {} and missing == ["Base", "LVM"]
 
 
 def test_latest_names(el9):
-    assert iso.cloud_latest_names(el9, GC, "Base", "x86_64") == ["Rocky-9-GenericCloud-Base.latest.x86_64.qcow2",
-                                                                 "Rocky-9-GenericCloud.latest.x86_64.qcow2"]
-    assert iso.cloud_latest_names(el9, GC, "LVM", "x86_64") == ["Rocky-9-GenericCloud-LVM.latest.x86_64.qcow2"]
+    assert pull_cloud_images.cloud_latest_names(el9, GC, "Base", "x86_64") == [
+        "Rocky-9-GenericCloud-Base.latest.x86_64.qcow2", "Rocky-9-GenericCloud.latest.x86_64.qcow2"]
+    assert pull_cloud_images.cloud_latest_names(el9, GC, "LVM", "x86_64") == [
+        "Rocky-9-GenericCloud-LVM.latest.x86_64.qcow2"]
     rpi = CloudImage(type="RPI", format="raw.xz", variants=(), arches=("aarch64",))
-    assert iso.cloud_latest_names(el9, rpi, None, "aarch64") == ["Rocky-9-RPI.latest.aarch64.raw.xz"]
-    with pytest.raises(iso.IsoInputError, match="no cloud image type 'Nope'"):
-        iso.cloud_image(el9, "Nope", "x86_64")
+    assert pull_cloud_images.cloud_latest_names(el9, rpi, None, "aarch64") == ["Rocky-9-RPI.latest.aarch64.raw.xz"]
+    with pytest.raises(pull_cloud_images.CloudImageError, match="no cloud image type 'Nope'"):
+        pull_cloud_images.cloud_image(el9, "Nope", "x86_64")

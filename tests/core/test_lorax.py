@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from releng.core import lorax, s3keys
+from releng.core import disc, lorax, s3keys
 from releng.core.layout import ComposeLayout
 from releng.core.profile import load_profile
 
@@ -134,5 +134,5 @@ def test_installer_image_and_volid_of_a_non_iso(el9, tmp_path):
     assert lorax.installer_image(el9).name == "BaseOS" and lorax.installer_image(el9).repos == ("BaseOS", "AppStream")
     junk = tmp_path / "boot.iso"
     junk.write_bytes(b"\0" * 40000)
-    with pytest.raises(lorax.LoraxError, match="no ISO 9660 primary volume descriptor"):
-        lorax.boot_iso_volid(junk)
+    with pytest.raises(disc.NotAnIsoError, match="no ISO 9660 primary volume descriptor"):
+        disc.read_volid(junk)

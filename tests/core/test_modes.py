@@ -15,7 +15,8 @@ from pathlib import Path
 import productmd.images
 import pytest
 
-from releng.core import checksums, iso, metadata, modes, rsync, staging, tarsafe, treeinfo, updates
+from releng.core import checksums, metadata, modes, rsync, staging, tarsafe, treeinfo, updates
+from releng.core.compose import build_dvd_iso, pull_cloud_images
 from releng.core.compose.prepare_compose import start_compose
 from releng.core.layout import ComposeLayout
 from releng.core.profile import CloudImage
@@ -77,14 +78,14 @@ def test_cloud_image_from_a_named_temporary_file(tmp_path, el9):
     image = CloudImage(type="GenericCloud", format="qcow2", variants=("Base",), arches=("x86_64",),
                        primary_variant="Base")
     name = "Rocky-9-GenericCloud-Base-9.7-20250101.1.x86_64"
-    build = iso.CloudBuild("20250101", 1, 1735700000, f"buildimage-9.7-x86_64/{name}/1735700000/{name}.qcow2",
-                           "Base")
-    partial = iso.cloud_partial_dir(layout, "x86_64")
+    build = pull_cloud_images.CloudBuild("20250101", 1, 1735700000,
+                                         f"buildimage-9.7-x86_64/{name}/1735700000/{name}.qcow2", "Base")
+    partial = pull_cloud_images.cloud_partial_dir(layout, "x86_64")
     partial.mkdir(parents=True)
     with tempfile.NamedTemporaryFile(dir=partial, delete=False) as f:
         f.write(b"qcow2")
     assert _mode(Path(f.name)) == 0o600
-    iso.install_cloud_image(layout, image, build, "x86_64", Path(f.name), "0" * 64)
+    pull_cloud_images.install_cloud_image(layout, image, build, "x86_64", Path(f.name), "0" * 64)
     out = layout.work_images("x86_64")
     assert {p.name for p in out.iterdir()} >= {build.filename, f"{build.filename}.CHECKSUM"}
     assert not_public(out) == []
@@ -96,7 +97,7 @@ def test_iso_side_files_and_variant_tree(tmp_path, el9):
     layout = ComposeLayout.new(el9, tmp_path, STAMP)
     lorax = _fake_lorax(layout, "x86_64")
     modes.make_public_tree(lorax)  # what tarsafe leaves
-    tree, _stamp = iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
+    tree, _stamp = build_dvd_iso.build_variant_tree(layout, "x86_64", el9.iso_images["dvd"], lorax)
     assert not_public(tree) == []
 
 

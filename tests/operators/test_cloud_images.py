@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dev import stack
 from releng.core import s3keys
 from releng.core.layout import ComposeLayout
-from releng.operators.cloud import CloudImagePullOperator
+from releng.operators.pull_cloud_images import PullCloudImagesOperator
 from tests.umask import not_public, private_umask
 
 BUCKET = "releng-cloud-test"
@@ -51,7 +51,7 @@ def upload(client, el9, image_type: str, variant: str | None, arch: str, date: s
 
 
 def pull(layout: ComposeLayout, arch: str, image_type: str) -> dict:
-    op = CloudImagePullOperator(task_id="pull_cloud_images", arch=arch, image_type=image_type,
+    op = PullCloudImagesOperator(task_id="pull_cloud_images", arch=arch, image_type=image_type,
                                 summary={"release": "el9", "top": str(layout.top)}, bucket=BUCKET)
     return op.execute({})
 
@@ -90,7 +90,7 @@ def test_pulled_images_are_world_readable_under_umask_077(s3, layout):
 
 def test_bucket_connection_and_compose_root_come_from_the_site_settings(site, el9):
     layout = ComposeLayout.new(el9, Path(site["RELENG_COMPOSE_ROOT"]), TIMESTAMP)
-    op = CloudImagePullOperator(task_id="pull_cloud_images", arch="aarch64", image_type="Vagrant", release="el9",
+    op = PullCloudImagesOperator(task_id="pull_cloud_images", arch="aarch64", image_type="Vagrant", release="el9",
                                 compose=layout.compose_id)
     result = op.execute({})
     assert result["files"] == [f"Rocky-9-Vagrant-{v}-9.7-20250101.1.aarch64.box" for v in ("Libvirt", "Vbox", "VMware")]

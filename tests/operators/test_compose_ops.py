@@ -55,7 +55,7 @@ def _prepare(run_id: str, params: dict = QUICK) -> dict:
 
 
 def _finalize(summary: dict, states: dict, run_id: str = "run-1") -> dict:
-    op = FinalizeComposeOperator(task_id="finalize_compose", watched=WATCHED,
+    op = FinalizeComposeOperator(task_id="finalize_compose", summary=summary, watched=WATCHED,
                                  deliverables={"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"})
     return op.execute({"ti": _TI(summary, states), "dag_run": SimpleNamespace(run_id=run_id)})
 
@@ -216,7 +216,7 @@ def test_a_task_rewriting_a_finished_compose_sets_it_back_to_started(roots, stat
     summary = _prepare("run-1")
     layout = layout_of(summary)
     compose_status.write_status(layout, status)
-    reopen_compose({"ti": _TI(summary)})
+    reopen_compose({"ti": _TI(summary)}, "prepare_compose")
     assert compose_status.read_status(layout) == "STARTED"
 
 
@@ -226,9 +226,9 @@ def test_finalize_rerun_on_a_finished_compose_is_started_while_it_rewrites(roots
     states = {task: "skipped" for task in WATCHED}
     assert _finalize(summary, states)["status"] == "FINISHED"
     seen = []
-    publish = FinalizeComposeOperator._publish
-    monkeypatch.setattr(FinalizeComposeOperator, "_publish",
-                        lambda self, *a: seen.append(compose_status.read_status(layout)) or publish(self, *a))
+    publish = finalize_compose.publish
+    monkeypatch.setattr(finalize_compose, "publish",
+                        lambda *a: seen.append(compose_status.read_status(layout)) or publish(*a))
     assert _finalize(summary, states)["status"] == "FINISHED"
     assert seen == ["STARTED"] and compose_status.read_status(layout) == "FINISHED"
 
@@ -238,12 +238,12 @@ def test_reopen_leaves_started_and_doomed_composes_alone(roots):
 
     summary = _prepare("run-1")
     layout = layout_of(summary)
-    reopen_compose({"ti": _TI(summary)})
+    reopen_compose({"ti": _TI(summary)}, "prepare_compose")
     assert compose_status.read_status(layout) == "STARTED"
     compose_status.write_status(layout, "DOOMED")
-    reopen_compose({"ti": _TI(summary)})
+    reopen_compose({"ti": _TI(summary)}, "prepare_compose")
     assert compose_status.read_status(layout) == "DOOMED"
-    reopen_compose({"ti": _TI(None)})  # no compose yet: nothing to reopen
+    reopen_compose({"ti": _TI(None)}, "prepare_compose")  # no compose yet: nothing to reopen
 
 
 def test_staging_refuses_a_compose_that_is_not_finished(roots):

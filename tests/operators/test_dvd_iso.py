@@ -15,10 +15,11 @@ import pycdlib
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core import dnf, iso
+from releng.core import checksums, disc, dnf
 from releng.core.checksums import parse_checksum_file
+from releng.core.compose import build_dvd_iso, deploy_extra_files
 from releng.core.layout import ComposeLayout
-from releng.operators.iso import XorrisoIsoOperator
+from releng.operators.build_dvd_iso import BuildDvdIsoOperator
 from tests.bootcheck import assert_boots_to
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +46,8 @@ def make_lorax_tree(layout: ComposeLayout, arch: str, rc: bool = False) -> Path:
 
 
 def write_boot_manifest(tree: Path) -> None:
-    paths = iso.iso_manifest(tree / iso.BOOT_ISO)
-    (tree / iso.BOOT_MANIFEST).write_text("".join(f"{p}\n" for p in paths))
+    paths = build_dvd_iso.iso_manifest(tree / build_dvd_iso.BOOT_ISO)
+    (tree / build_dvd_iso.BOOT_MANIFEST).write_text("".join(f"{p}\n" for p in paths))
 
 
 def copy_repos(layout: ComposeLayout, fixture, arch: str) -> None:
@@ -67,7 +68,7 @@ def new_compose(root: Path, el9, fixture, arches=ARCHES, repos: bool = True, lor
 
 
 def run_operator(layout: ComposeLayout, arch: str, **kwargs) -> dict:
-    op = XorrisoIsoOperator(task_id="build_dvd_iso", arch=arch, image="dvd", release="el9",
+    op = BuildDvdIsoOperator(task_id="build_dvd_iso", arch=arch, image="dvd", release="el9",
                             compose=str(layout.top), **kwargs)
     return op.execute({})
 
@@ -96,7 +97,7 @@ def extract(path: Path, dest: Path, *iso_paths_: str) -> None:
 def built(tmp_path_factory, el9, fixture_buildsystem):
     """One compose with two arches, extra files, and a DVD built per arch by the operator."""
     layout = new_compose(tmp_path_factory.mktemp("compose"), el9, fixture_buildsystem)
-    extra = iso.extra_files_dir(layout)
+    extra = deploy_extra_files.extra_files_dir(layout)
     extra.mkdir(parents=True)
     (extra / "EULA").write_text("fixture EULA\n")
     (extra / "RPM-GPG-KEY-Rocky-9").write_text("fixture key\n")
@@ -117,7 +118,7 @@ def test_xcom_and_names(built):
         result = results[arch]
         path = layout.work_isos(arch) / f"Rocky-9.7-{arch}-dvd.iso"
         assert result == {"arch": arch, "image": "dvd", "iso": str(path), "size": path.stat().st_size,
-                          "sha256": iso.hash_once(path, ["sha256"])["sha256"], "volid": f"Rocky-9-7-{arch}-dvd"}
+                          "sha256": checksums.hash_once(path, ["sha256"])["sha256"], "volid": f"Rocky-9-7-{arch}-dvd"}
         assert sorted(p.name for p in layout.work_isos(arch).iterdir()) == sorted([
             f"Rocky-9.7-{arch}-dvd.iso", f"Rocky-9.7-{arch}-dvd.iso.CHECKSUM", f"Rocky-9.7-{arch}-dvd.iso.manifest",
             f"Rocky-{arch}-dvd.iso", f"Rocky-{arch}-dvd.iso.CHECKSUM", f"Rocky-{arch}-dvd.iso.manifest",
@@ -145,7 +146,7 @@ def test_aarch64_dvd_is_uefi_only(built):
 
 def test_implanted_md5_passes_and_catches_a_flipped_byte(built, tmp_path):
     path = dvd(built, "x86_64")
-    assert tool(*iso.checkisomd5_argv(path), check=False).returncode == 0
+    assert tool(*build_dvd_iso.checkisomd5_argv(path), check=False).returncode == 0
     assert "Supported ISO: yes" in tool("checkisomd5", "--md5sumonly", str(path)).stdout
     copy = tmp_path / "flipped.iso"
     shutil.copyfile(path, copy)
@@ -154,14 +155,14 @@ def test_implanted_md5_passes_and_catches_a_flipped_byte(built, tmp_path):
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
-    assert tool(*iso.checkisomd5_argv(copy), check=False).returncode == 1
+    assert tool(*build_dvd_iso.checkisomd5_argv(copy), check=False).returncode == 1
 
 
 def test_volume_id_is_loraxs(built):
     layout, _ = built
     for arch in ARCHES:
-        lorax = iso.read_volid(layout.lorax_dir(arch) / "lorax" / iso.BOOT_ISO)
-        assert iso.read_volid(dvd(built, arch)) == lorax == layout.volid(arch, rc=False)
+        lorax = disc.read_volid(layout.lorax_dir(arch) / "lorax" / build_dvd_iso.BOOT_ISO)
+        assert disc.read_volid(dvd(built, arch)) == lorax == layout.volid(arch, rc=False)
         assert f"Volume id: {lorax}" in tool("isoinfo", "-d", "-i", str(dvd(built, arch))).stdout
 
 
@@ -191,7 +192,7 @@ def test_treeinfo_on_the_dvd_is_the_rewritten_disc_treeinfo(built, tmp_path):
     layout, _ = built
     out = tmp_path / "dvd"
     extract(dvd(built, "x86_64"), out, "/.treeinfo", "/.discinfo", "/images", "/EULA")
-    variant_tree = iso.variant_tree_dir(layout, "x86_64", "dvd")
+    variant_tree = build_dvd_iso.variant_tree_dir(layout, "x86_64", "dvd")
     assert (out / ".treeinfo").read_bytes() == (variant_tree / ".treeinfo").read_bytes()
     ti = productmd.treeinfo.TreeInfo()
     ti.load(str(out / ".treeinfo"))
@@ -200,7 +201,7 @@ def test_treeinfo_on_the_dvd_is_the_rewritten_disc_treeinfo(built, tmp_path):
     assert ti.variants["BaseOS"].paths.repository == "BaseOS"
     assert "boot.iso" not in ti.images.images["x86_64"]
     for rel, (algo, digest) in ti.checksums.checksums.items():  # they describe the files on this DVD
-        assert iso.hash_once(out / rel, [algo])[algo] == digest, rel
+        assert checksums.hash_once(out / rel, [algo])[algo] == digest, rel
     assert (out / ".discinfo").read_text() == f"{EPOCH}\nRocky Linux 9.7\nx86_64\nALL\n"
     assert (out / "EULA").read_text() == "fixture EULA\n"
 
@@ -247,10 +248,10 @@ def test_rerun_converges_to_the_same_dvd(built):
 
 def test_rebuild_after_the_inputs_were_touched_is_byte_identical(tmp_path, el9, fixture_buildsystem):
     layout = new_compose(tmp_path, el9, fixture_buildsystem, arches=("aarch64",))
-    extra = iso.extra_files_dir(layout)
+    extra = deploy_extra_files.extra_files_dir(layout)
     extra.mkdir(parents=True)
     (extra / "EULA").write_text("fixture EULA\n")
-    first = iso.build_dvd(layout, "aarch64", "dvd", rc=False)
+    first = build_dvd_iso.build_dvd(layout, "aarch64", "dvd", rc=False)
     before = first.iso.read_bytes()
     # what a rerun meets: re-synced repos, redeployed extra files, a re-unpacked lorax tree (new mtimes)
     later = EPOCH + 86400
@@ -259,14 +260,14 @@ def test_rebuild_after_the_inputs_were_touched_is_byte_identical(tmp_path, el9, 
             for name in files:
                 os.utime(Path(dirpath) / name, (later, later))
             os.utime(dirpath, (later + 1, later + 1))
-    again = iso.build_dvd(layout, "aarch64", "dvd", rc=False)
+    again = build_dvd_iso.build_dvd(layout, "aarch64", "dvd", rc=False)
     assert again.iso == first.iso and again.sha256 == first.sha256
     assert again.iso.read_bytes() == before
 
 
 def test_dialog_is_kept_for_inspection(built):
     layout, _ = built
-    lines = iso.dialog_path(layout, "x86_64", "dvd").read_text().splitlines()
+    lines = build_dvd_iso.dialog_path(layout, "x86_64", "dvd").read_text().splitlines()
     assert lines[:8] == [f"-indev '{layout.lorax_dir('x86_64')}/lorax/images/boot.iso'", lines[1],
                          "-stdio_sync off", "-boot_image any replay", "-joliet on", "-system_id LINUX",
                          "-compliance joliet_long_names", "-volid 'Rocky-9-7-x86_64-dvd'"]
@@ -280,11 +281,11 @@ def test_release_candidate_dvd_carries_the_rc_level(tmp_path, monkeypatch, el9, 
     layout = new_compose(tmp_path, el9, fixture_buildsystem, arches=("aarch64",), lorax=False)
     make_lorax_tree(layout, "aarch64", rc=True)
     monkeypatch.setenv("RELENG_COMPOSE_ROOT", str(tmp_path))  # the compose given by id is found there
-    op = XorrisoIsoOperator(task_id="build_dvd_iso", arch="aarch64", image="dvd",
+    op = BuildDvdIsoOperator(task_id="build_dvd_iso", arch="aarch64", image="dvd",
                             summary={"release": "el9", "compose_id": layout.compose_id, "rc": True})
     result = op.execute({})
     assert Path(result["iso"]).name == "Rocky-9.7-RC1-aarch64-dvd.iso"
-    assert result["volid"] == iso.read_volid(Path(result["iso"])) == "Rocky-9-7-RC1-aarch64-dvd"
+    assert result["volid"] == disc.read_volid(Path(result["iso"])) == "Rocky-9-7-RC1-aarch64-dvd"
     assert os.readlink(layout.work_isos("aarch64") / "Rocky-9-latest-aarch64-dvd.iso") == Path(result["iso"]).name
 
 
@@ -294,20 +295,20 @@ def test_release_candidate_dvd_carries_the_rc_level(tmp_path, monkeypatch, el9, 
 def test_a_treeinfo_inside_boot_iso_is_replaced_by_the_rewritten_one(tmp_path, el9, fixture_buildsystem):
     layout = new_compose(tmp_path, el9, fixture_buildsystem, arches=("x86_64",))
     tree = layout.lorax_dir("x86_64") / "lorax"
-    boot, with_ti = tree / iso.BOOT_ISO, tmp_path / "boot-with-treeinfo.iso"
+    boot, with_ti = tree / build_dvd_iso.BOOT_ISO, tmp_path / "boot-with-treeinfo.iso"
     tool("xorriso", "-indev", str(boot), "-outdev", str(with_ti), "-boot_image", "any", "replay",
          "-map", str(tree / ".treeinfo"), "/.treeinfo")
     os.replace(with_ti, boot)
     write_boot_manifest(tree)
-    assert "/.treeinfo" in (tree / iso.BOOT_MANIFEST).read_text().splitlines()
-    result = iso.build_dvd(layout, "x86_64", "dvd", rc=False)
+    assert "/.treeinfo" in (tree / build_dvd_iso.BOOT_MANIFEST).read_text().splitlines()
+    result = build_dvd_iso.build_dvd(layout, "x86_64", "dvd", rc=False)
     out = tmp_path / "out"
     extract(result.iso, out, "/.treeinfo")
     assert "[media]" in (out / ".treeinfo").read_text()  # not lorax's copy from boot.iso
-    rewritten = iso.variant_tree_dir(layout, "x86_64", "dvd") / ".treeinfo"
+    rewritten = build_dvd_iso.variant_tree_dir(layout, "x86_64", "dvd") / ".treeinfo"
     assert (out / ".treeinfo").read_bytes() == rewritten.read_bytes()
-    assert "-update" in next(line for line in iso.dialog_path(layout, "x86_64", "dvd").read_text().splitlines()
-                             if line.endswith("'/.treeinfo'"))
+    dialog = build_dvd_iso.dialog_path(layout, "x86_64", "dvd").read_text().splitlines()
+    assert "-update" in next(line for line in dialog if line.endswith("'/.treeinfo'"))
 
 
 # --- clear errors ---------------------------------------------------------------------------------------
@@ -331,8 +332,8 @@ def test_volume_id_longer_than_32_is_a_clear_failure(built, el9):
     layout, _ = built
     long = ComposeLayout(dataclasses.replace(el9, shortname="RockyEnterpriseLinux"), layout.compose_root,
                          layout.compose_id)
-    with pytest.raises(iso.IsoInputError, match=r"is 39 characters; ISO 9660 allows 32"):
-        iso.build_dvd(long, "x86_64", "dvd", rc=True)
+    with pytest.raises(build_dvd_iso.IsoInputError, match=r"is 39 characters; ISO 9660 allows 32"):
+        build_dvd_iso.build_dvd(long, "x86_64", "dvd", rc=True)
 
 
 def test_unsynced_repo_is_a_clear_failure_and_leaves_nothing(tmp_path, el9, fixture_buildsystem):
@@ -345,11 +346,11 @@ def test_unsynced_repo_is_a_clear_failure_and_leaves_nothing(tmp_path, el9, fixt
 
 
 def test_operator_contract():
-    assert set(XorrisoIsoOperator.template_fields) >= {"arch", "image", "compose", "rc", "lorax_tree", "summary"}
+    assert set(BuildDvdIsoOperator.template_fields) >= {"arch", "image", "compose", "rc", "lorax_tree", "summary"}
     with pytest.raises(TypeError):
-        XorrisoIsoOperator("build_dvd_iso")  # keyword-only
+        BuildDvdIsoOperator("build_dvd_iso")  # keyword-only
     with pytest.raises(AirflowFailException, match="no compose given"):
-        XorrisoIsoOperator(task_id="t", arch="x86_64", image="dvd").execute({})
+        BuildDvdIsoOperator(task_id="t", arch="x86_64", image="dvd").execute({})
 
 
 # --- real boot ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from kubernetes.client import ApiClient
 from releng.core import lorax
 from releng.core.arches import KUBE_ARCH
 from releng.core.settings import settings
-from releng.operators.lorax import lorax_pod_kwargs, lorax_task
+from releng.operators.build_lorax import lorax_pod_kwargs, lorax_task
 from tests.fakes.fake_k8s import SIDECAR, FakeK8s, Outcome
 
 SUMMARY = {"release": "el9", "compose_id": "Rocky-9.7-20250101.000000", "compose_root": "/srv/compose", "rc": False,

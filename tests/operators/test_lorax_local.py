@@ -17,7 +17,7 @@ from dev import stack
 from releng.core import lorax, s3keys
 from releng.core.layout import ComposeLayout
 from releng.core.settings import settings
-from releng.operators.lorax import LoraxLocalOperator, lorax_local_kwargs, lorax_task
+from releng.operators.build_lorax import LoraxLocalOperator, lorax_local_kwargs, lorax_task
 
 BUCKET = "releng-lorax-local"
 SUMMARY = {"release": "el9", "compose_id": "Rocky-9.7-20250102.030405", "compose_root": "/srv/compose", "rc": False,

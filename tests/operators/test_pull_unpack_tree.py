@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dev import stack
 from releng.core import lorax, s3keys
 from releng.core.layout import ComposeLayout
-from releng.operators.s3tree import PullUnpackTreeOperator, pull_unpack_kwargs
+from releng.operators.pull_unpack_tree import PullUnpackTreeOperator, pull_unpack_kwargs
 from tests.umask import not_public, private_umask
 
 BUCKET = "releng-lorax-pull"

@@ -1,4 +1,4 @@
-"""Checksum files in the BSD format empanadas and Pungi write (``sha256sum -c`` reads them)::
+"""Checksum files in the BSD format Pungi writes (``sha256sum -c`` reads them)::
 
     # Rocky-9.7-x86_64-dvd.iso: 11906187264 bytes
     SHA256 (Rocky-9.7-x86_64-dvd.iso) = 0f3c...
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from releng.core.modes import FILE_MODE
+from releng.core.fs import atomic_write
 
 CHUNK = 4 * 1024 * 1024
 _LINE_RE = re.compile(r"^(?P<algo>[A-Z0-9]+) \((?P<name>[^)]+)\) = (?P<hex>[0-9a-f]+)$")
@@ -48,14 +48,21 @@ def checksum(path: Path, algo: str = "sha256", name: str | None = None, digest: 
     return Checksum(name or path.name, os.stat(path).st_size, algo, digest or file_digest(path, algo))
 
 
+def hash_once(path: Path, algos: Iterable[str]) -> dict[str, str]:
+    """Hex digests of one file for several algorithms, in one read."""
+    hashers = {a: hashlib.new(a) for a in dict.fromkeys(algos)}
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            for h in hashers.values():
+                h.update(view[:n])
+    return {a: h.hexdigest() for a, h in hashers.items()}
+
+
 def write_checksum_file(path: Path, entries: Iterable[Checksum]) -> Path:
-    """Write blocks sorted by name, atomically (temp file + rename)."""
-    text = "".join(e.block() for e in sorted(entries, key=lambda e: e.name))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
-    return path
+    """Write blocks sorted by name, atomically."""
+    return atomic_write(path, "".join(e.block() for e in sorted(entries, key=lambda e: e.name)))
 
 
 def parse_checksum_file(text: str) -> list[tuple[str, str, str]]:
@@ -69,3 +76,11 @@ def parse_checksum_file(text: str) -> list[tuple[str, str, str]]:
             raise ValueError(f"line {number} is not a BSD checksum line: {line!r}")
         out.append((m["algo"].lower(), m["name"], m["hex"]))
     return out
+
+
+def read_checksum_file(path: Path) -> list[Checksum]:
+    """The entries of a checksum file, with the sizes its ``# <name>: <size> bytes`` lines record (0 when none)."""
+    text = Path(path).read_text()
+    sizes = {line[2:].split(":", 1)[0]: int(line.rsplit(":", 1)[1].split()[0])
+             for line in text.splitlines() if line.startswith("# ") and line.endswith(" bytes")}
+    return [Checksum(name, sizes.get(name, 0), algo, hexdigest) for algo, name, hexdigest in parse_checksum_file(text)]

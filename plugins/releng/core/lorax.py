@@ -58,7 +58,7 @@ def source_urls(profile: ReleaseProfile, arch: str, peridot_url: str, *, hashed:
 
 
 def lorax_options(profile: ReleaseProfile, arch: str, *, volid: str, sources: list[str], rc: bool) -> list[str]:
-    """Lorax's options (empanadas §6.3) without ``--logfile`` and the output dir, which the script adds."""
+    """Lorax's options without ``--logfile`` and the output dir, which the script adds."""
     lx = profile.lorax
     options = [f"--product={profile.distname}", f"--version={profile.revision}", f"--release={profile.revision}"]
     if not rc:
@@ -177,13 +177,3 @@ def installer_image(profile: ReleaseProfile) -> IsoImage:
             return image
     return IsoImage(name=profile.lorax.variant, disc=False, variant=profile.lorax.variant,
                     repos=(profile.lorax.variant,))
-
-
-def boot_iso_volid(path: Path) -> str:
-    """The volume id in an ISO 9660 primary volume descriptor (sector 16, bytes 40-71)."""
-    with open(path, "rb") as f:
-        f.seek(16 * 2048)
-        pvd = f.read(72)
-    if len(pvd) < 72 or pvd[0:1] != b"\x01" or pvd[1:6] != b"CD001":
-        raise LoraxError(f"{path} has no ISO 9660 primary volume descriptor; it is not an ISO image")
-    return pvd[40:72].decode("ascii", "replace").rstrip()

@@ -1,14 +1,11 @@
 """Compose metadata with productmd: composeinfo.json, images.json, rpms.json (never hand-written).
 
-Empanadas wrote only composeinfo (with an always-true condition that gave
-every variant ISO paths, and a date-only id that differed from COMPOSE_ID);
-here the ids agree and ISO/image paths go only to the variants that have them.
+The ids in all three agree with COMPOSE_ID, and ISO/image paths go only to the variants that have them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +15,9 @@ import productmd.images as pm_images
 import productmd.rpms as pm_rpms
 
 from releng.core.checksums import parse_checksum_file
+from releng.core.fs import atomic_write
 from releng.core.layout import ComposeLayout
+from releng.core.run import run
 
 # cloud image format (profile) -> (productmd type, productmd format); Vagrant boxes depend on the variant.
 _CLOUD_TYPES: dict[str, tuple[str, str]] = {
@@ -131,7 +130,7 @@ def recorded_sha256(path: Path) -> str:
 
 def implanted_md5(iso: Path) -> str | None:
     """The MD5 implantisomd5 embedded (None when the ISO carries none)."""
-    out = subprocess.run(["checkisomd5", "--md5sumonly", str(iso)], capture_output=True, text=True)
+    out = run(["checkisomd5", "--md5sumonly", iso], check=False)
     for token in out.stdout.split():
         if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
             return token
@@ -176,8 +175,7 @@ def signature_keys(paths: Iterable[Path], batch: int = 500) -> dict[Path, str | 
     qf = "%{RSAHEADER:pgpsig}|%{DSAHEADER:pgpsig}|%{SIGPGP:pgpsig}\\n"
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
-        result = subprocess.run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, *map(str, chunk)],
-                                capture_output=True, text=True, check=True)
+        result = run(["rpm", "-qp", "--nosignature", "--nodigest", "--qf", qf, *chunk])
         for path, line in zip(chunk, result.stdout.splitlines(), strict=True):
             key = next((part.rsplit("Key ID ", 1)[1].strip() for part in line.split("|") if "Key ID " in part), None)
             out[path] = key[-8:].lower() if key else None
@@ -185,13 +183,11 @@ def signature_keys(paths: Iterable[Path], batch: int = 500) -> dict[Path, str | 
 
 
 def dump(meta, path: Path) -> Path:
-    """productmd dump to a temp name, reload to validate, then rename into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    meta.dump(str(tmp))
-    type(meta)().load(str(tmp))
-    os.chmod(tmp, 0o644)  # published: world-readable whatever the umask
-    os.replace(tmp, path)
-    return path
+    """productmd dump, reloaded to validate, then written atomically."""
+    out = io.StringIO()
+    meta.dump(out)
+    type(meta)().load(io.StringIO(out.getvalue()))
+    return atomic_write(path, out.getvalue())
 
 
 def iso_variants(layout: ComposeLayout, image_names: Iterable[str]) -> set[str]:

@@ -1,6 +1,6 @@
 """.treeinfo of the trees made from lorax's output, written with productmd (never by hand).
 
-empanadas §8.1 "modified" rules, applied to lorax's own ``.treeinfo``:
+Rules applied to lorax's own ``.treeinfo``:
 
 * release name, short name and version from the release profile;
 * the non-empty ``[images-<platform>]`` entries are kept (a disc drops ``boot.iso``) and every
@@ -10,19 +10,20 @@ empanadas §8.1 "modified" rules, applied to lorax's own ``.treeinfo``:
   the others ``../../../<Repo>/<arch>/<os|kickstart>``; on a disc every variant is ``<Repo>``;
 * a disc gets ``[media] discnum=1 totaldiscs=1``.
 
-Unlike empanadas, a kickstart tree points its other variants at ``kickstart`` (empanadas used a
-substring test that gave ``os``).
+A kickstart tree points its other variants at ``kickstart``, an os tree at ``os``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import productmd.treeinfo
 
 from releng.core.checksums import file_digest
-from releng.core.modes import FILE_MODE
+from releng.core.disc import discinfo_text, media_repo_text
+from releng.core.fs import atomic_write
 from releng.core.profile import IsoImage, ReleaseProfile
 
 TREE_KINDS = ("os", "kickstart")
@@ -164,20 +165,14 @@ def _set_variant(ti: productmd.treeinfo.TreeInfo, name: str, repository: str, pa
 def _dump(ti: productmd.treeinfo.TreeInfo, path: Path, main_variant: str) -> None:
     """Validate and write atomically: readers see the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        ti.dump(str(tmp), main_variant=main_variant)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = io.StringIO()
+    ti.dump(text, main_variant=main_variant)
+    atomic_write(path, text.getvalue())
 
 
 def write_repo_treeinfo(tree: Path, profile: ReleaseProfile, arch: str, variant: str, timestamp: int) -> None:
-    """The basic ``.treeinfo``, ``.discinfo`` and ``media.repo`` of a plain repo tree (empanadas §8.1
-    "basic", §8.2): one variant at ``.``/``Packages``. Trees with a lorax ``.treeinfo`` are left alone."""
-    from releng.core.iso import discinfo_text, media_repo_text
-
+    """The basic ``.treeinfo``, ``.discinfo`` and ``media.repo`` of a plain repo tree: one variant at
+    ``.``/``Packages``. Trees with a lorax ``.treeinfo`` are left alone."""
     if (tree / ".treeinfo").exists() and load(tree / ".treeinfo").images.images:
         return
     ti = productmd.treeinfo.TreeInfo()
@@ -189,7 +184,4 @@ def write_repo_treeinfo(tree: Path, profile: ReleaseProfile, arch: str, variant:
     _dump(ti, tree / ".treeinfo", variant)
     for name, text in ((".discinfo", discinfo_text(timestamp, profile.fullname, arch)),
                        ("media.repo", media_repo_text(timestamp, profile.fullname))):
-        tmp = tree / f".{name}.tmp"
-        tmp.write_text(text)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, tree / name)
+        atomic_write(tree / name, text)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from airflow.sdk.exceptions import AirflowFailException
 
+from releng.core.compose.prepare_compose import compose_layout
+from releng.core.layout import ComposeLayout, LayoutError
 from releng.core.profile import ProfileError, ReleaseProfile, find_profile
 from releng.core.settings import Settings, SettingsError, settings
 
@@ -25,3 +30,30 @@ def load_release(name: str) -> ReleaseProfile:
             f"release profile {name!r} cannot be used (RELENG_CONFIG_DIR={config_dir}):\n{exc}\n"
             "Fix the profile (python -m releng validate) or choose another release."
         ) from None
+
+
+def as_bool(value: Any, what: str) -> bool:
+    """A flag that may arrive rendered as text (``"True"``, ``"false"``) from a template."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "", "none"):
+        return False
+    raise AirflowFailException(f"{what}={value!r} is not a boolean; use true or false")
+
+
+def resolve_compose(summary: Mapping | None, release: str | None, compose: str | None) -> ComposeLayout:
+    """The compose's layout from a prepare_compose summary or from (release, compose id or top dir)."""
+    if summary:
+        release = release or summary.get("release")
+        compose = compose or summary.get("top") or summary.get("compose_id")
+    if not release or not compose:
+        raise AirflowFailException("no compose given: pass summary (prepare_compose's XCom) or release and compose "
+                                   "(a compose id or the compose's top directory)")
+    profile = load_release(release)
+    try:
+        return compose_layout(profile, compose, site_settings().compose_root)
+    except LayoutError as exc:
+        raise AirflowFailException(str(exc)) from None

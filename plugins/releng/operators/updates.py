@@ -1,7 +1,7 @@
 """Operators of ``general_updates``: thin wrappers around :mod:`releng.core.updates`.
 
 ``prepare_updates`` validates the run and lays out the work area; the plan operators return the lists the
-mapped tasks run over (SyncReposOperator and RepoclosureOperator do the syncing and checking); then the
+mapped tasks run over (RepoSyncOperator and RepoclosureOperator do the syncing and checking); then the
 synced packages go into staging, each staging tree's repodata is regenerated and swapped in, and the
 staging Asset is updated when something changed.
 """
@@ -81,7 +81,7 @@ class PrepareUpdatesOperator(BaseOperator):
 class PlanUpdatesOperator(BaseOperator):
     """Return one work list of the run for a mapped task (Airflow maps only over return values).
 
-    :param kind: ``reposync`` (SyncReposOperator kwargs), ``repoclosure`` (RepoclosureOperator kwargs) or
+    :param kind: ``reposync`` (RepoSyncOperator kwargs), ``repoclosure`` (RepoclosureOperator kwargs) or
         ``repodata`` (RefreshRepodataOperator kwargs)
     :param summary: prepare_updates' summary
     """

@@ -1,15 +1,30 @@
-"""finalize_compose: the compose's STATUS from its tasks' end states, and the ``latest-<Short>-<profile>``
-link, which only moves for a finished compose, atomically."""
+"""finalize_compose: the compose's STATUS from its tasks' end states, the published ISOs and images with
+their CHECKSUM files, composeinfo.json/images.json/rpms.json, and the ``latest-<Short>-<profile>`` link.
+
+While any watched task has not ended it refuses and leaves STATUS as it is. A failed required task
+writes DOOMED; failed failable deliverables make the compose FINISHED_INCOMPLETE. The latest link
+moves only for a finished compose, atomically.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from releng.core.compose.prepare_compose import ComposePlan
+from releng.core import metadata
+from releng.core.checksums import read_checksum_file, write_checksum_file
+from releng.core.compose.prepare_compose import ComposePlan, ComposeSummary, plan_compose
+from releng.core.compose.status import reopen, write_status
 from releng.core.fs import swap_symlink
 from releng.core.layout import ComposeLayout, LayoutError
-from releng.core.profile import ReleaseProfile
+from releng.core.profile import ReleaseProfile, Repo
+from releng.core.repo.primary import iter_packages
+from releng.core.treeinfo import write_repo_treeinfo
+
+log = logging.getLogger(__name__)
 
 
 def move_latest_link(layout: ComposeLayout) -> None:
@@ -97,3 +112,181 @@ def compose_outcome(states: Mapping[str, str | None], failable: Iterable[str], t
     if failed_required:
         return Outcome("DOOMED", failed_required, failed_optional)
     return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)
+
+
+class ComposeDoomed(RuntimeError):
+    """A required task failed, or finalizing itself failed: STATUS is DOOMED and the latest link did not move."""
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    compose_id: str
+    status: str
+    top: Path
+    failed_optional: tuple[str, ...]
+    images: int
+
+    def to_xcom(self) -> dict:
+        return {"compose_id": self.compose_id, "status": self.status, "top": str(self.top),
+                "failed_optional": list(self.failed_optional), "images": self.images}
+
+
+def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Mapping[str, str | None],
+                     watched: Iterable[str], deliverables: Mapping[str, str],
+                     logger: logging.Logger = log) -> FinalizeResult:
+    """Decide STATUS from the run's task states (``task`` or ``task_<map_index>``), publish, write metadata.
+
+    ``deliverables`` maps a mapped task id to the plan list it runs over, for the deliverables the profile
+    may mark ``failable``. ComposeNotEnded while a watched task has not ended; ComposeDoomed after writing
+    DOOMED.
+    """
+    watched = tuple(watched)
+    plan = plan_compose(layout.profile, summary.params)
+    failable = failable_keys(layout.profile, plan, deliverables)
+    # a watched task without any instance in this run has not started either
+    states = {**dict.fromkeys(missing_tasks(states, watched)), **states}
+    outcome = compose_outcome(states, failable, watched)
+    if outcome.status == "DOOMED":
+        write_status(layout, "DOOMED")
+        raise ComposeDoomed(
+            f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
+            f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
+        )
+    reopen(layout)  # a rerun rewrites checksums and metadata: not FINISHED while it does
+    try:
+        records = publish(layout, summary.params.arches, summary.params.rc, logger)
+        write_metadata(layout, summary, records, logger)
+    except Exception as exc:
+        write_status(layout, "DOOMED")  # never leave a compose STARTED after its last task failed
+        raise ComposeDoomed(f"compose {layout.compose_id} is DOOMED: finalizing failed: {exc}") from exc
+    write_status(layout, outcome.status)
+    move_latest_link(layout)
+    return FinalizeResult(layout.compose_id, outcome.status, layout.top, outcome.failed_optional, len(records))
+
+
+def link_tree(src: Path, dest: Path) -> int:
+    """Hard-link files (and copy symlinks) from src into dest; existing identical entries are kept."""
+    count = 0
+    for root, _dirs, files in os.walk(src):
+        target_dir = dest / Path(root).relative_to(src)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            s, d = Path(root) / name, target_dir / name
+            if s.is_symlink():
+                swap_symlink(os.readlink(s), d)
+            elif not d.exists() or not os.path.samefile(s, d):
+                d.unlink(missing_ok=True)
+                os.link(s, d)
+            count += 1
+    return count
+
+
+def publish(layout: ComposeLayout, arches: Iterable[str], rc: bool,
+            logger: logging.Logger = log) -> list[metadata.ImageRecord]:
+    """work/isos and work/images -> compose/ (hard links), per-arch CHECKSUM, images.json records.
+
+    Each deliverable's own ``.CHECKSUM`` is reused: a multi-GB ISO is never hashed again.
+    """
+    records: list[metadata.ImageRecord] = []
+    for arch in arches:
+        for work, published, kind in ((layout.work_isos(arch), layout.iso_dir(arch), "iso"),
+                                      (layout.work_images(arch), layout.images_dir(arch), "image")):
+            if not work.is_dir():
+                continue
+            linked = link_tree(work, published)
+            entries = [e for sidecar in sorted(published.glob("*.CHECKSUM")) for e in read_checksum_file(sidecar)
+                       if e.name != "CHECKSUM"]
+            write_checksum_file(published / "CHECKSUM", entries)
+            logger.info("published %d files into %s (%d checksum entries)", linked, published, len(entries))
+            records += image_records(layout, published, arch, kind, rc)
+    return records
+
+
+def image_records(layout: ComposeLayout, directory: Path, arch: str, kind: str,
+                  rc: bool) -> list[metadata.ImageRecord]:
+    """images.json entries of the published ISOs (``kind="iso"``) or cloud images of one directory."""
+    out = []
+    for path in sorted(directory.iterdir()):
+        if path.is_symlink() or not path.is_file() or path.suffix in (".CHECKSUM", ".manifest") \
+                or path.name in ("CHECKSUM", "README"):
+            continue
+        st = path.stat()
+        rel = str(path.relative_to(layout.compose))
+        sha = metadata.recorded_sha256(path)
+        if kind == "iso":
+            image_name = path.name.rsplit("-", 1)[1].removesuffix(".iso")
+            variant = (layout.profile.iso_images[image_name].variant if image_name in layout.profile.iso_images
+                       else layout.profile.lorax.variant)
+            out.append(metadata.ImageRecord(
+                rel, arch, variant, "boot" if image_name == "boot" else "dvd", "iso", st.st_size,
+                int(st.st_mtime), sha, volume_id=layout.volid(arch, rc), bootable=True,
+                implant_md5=metadata.implanted_md5(path), subvariant=variant))
+        else:
+            image_type, variant = cloud_kind_of(layout.profile, path.name)
+            fmt = layout.profile.cloud_images[image_type].format
+            ptype, pformat = metadata.cloud_image_type(fmt, variant)
+            out.append(metadata.ImageRecord(rel, arch, "BaseOS", ptype, pformat, st.st_size, int(st.st_mtime),
+                                            sha, subvariant=f"{image_type}-{variant}" if variant else image_type))
+    return out
+
+
+def cloud_kind_of(profile: ReleaseProfile, filename: str) -> tuple[str, str | None]:
+    """(cloud image type, variant) of a published image file name; ValueError when it matches none."""
+    rest = filename.removeprefix(f"{profile.shortname}-{profile.major}-")
+    for image_type, image in profile.cloud_images.items():
+        for variant in image.variants or (None,):
+            stem = f"{image_type}-{variant}-" if variant else f"{image_type}-"
+            if rest.startswith(stem):
+                return image_type, variant
+    raise ValueError(f"{filename} in images/ matches no cloud image of {profile.name}")
+
+
+def write_metadata(layout: ComposeLayout, summary: ComposeSummary, records: list[metadata.ImageRecord],
+                   logger: logging.Logger = log) -> None:
+    params = summary.params
+    date = layout.compose_id.rsplit("-", 1)[1].split(".")[0]
+    ci = metadata.compose_info(layout, params.arches, date, params.rc, metadata.iso_variants(layout, params.images),
+                               has_images=any(r.path.startswith("images/") for r in records))
+    metadata.dump(ci, layout.metadata / "composeinfo.json")
+    metadata.dump(metadata.images_manifest(layout, records, date), layout.metadata / "images.json")
+    rpms = list(rpm_records(layout, params.arches, params.full_run))
+    metadata.dump(metadata.rpms_manifest(layout, rpms, date), layout.metadata / "rpms.json")
+    logger.info("metadata: %d variants, %d images, %d packages in %s", len(ci.variants.variants),
+                len(records), len(rpms), layout.metadata)
+
+
+def compose_trees(layout: ComposeLayout, arches: Iterable[str],
+                  full_run: bool) -> Iterator[tuple[Repo, str, str, Path]]:
+    """(repo, arch, kind, tree) of every repo tree this compose made."""
+    profile = layout.profile
+    kinds = ("os", "kickstart", "debug") if full_run else ("os",)
+    for repo in profile.repos:
+        for arch in profile.repo_arches(repo.id, arches):
+            for kind in kinds:
+                tree = layout.repo_tree(repo.id, arch, kind)
+                if tree.is_dir():
+                    yield repo, arch, kind, tree
+        source = layout.repo_tree(repo.id, "src", "source")
+        if full_run and source.is_dir():
+            yield repo, "src", "source", source
+
+
+def rpm_records(layout: ComposeLayout, arches: Iterable[str], full_run: bool) -> Iterator[metadata.RpmRecord]:
+    """rpms.json entries from each tree's repodata, with the key id each package is really signed with;
+    also the basic .treeinfo/.discinfo/media.repo of every plain repo tree."""
+    arches = tuple(arches)
+    timestamp = layout.timestamp
+    for repo, arch, kind, tree in compose_trees(layout, arches, full_run):
+        write_repo_treeinfo(tree, layout.profile, arch, repo.dir, timestamp)
+        if kind == "kickstart":
+            continue  # the same packages as os; rpms.json lists each package once per variant and arch
+        packages = list(iter_packages(tree))
+        keys = metadata.signature_keys([tree / p.href for p in packages])
+        category = {"os": "binary", "debug": "debug", "source": "source"}[kind]
+        # productmd lists source packages under each binary arch of the variant
+        record_arches = layout.profile.repo_arches(repo.id, arches) if kind == "source" else (arch,)
+        for p in packages:
+            path = str((tree / p.href).relative_to(layout.compose))
+            srpm = None if kind == "source" else metadata.srpm_nevra(p.sourcerpm, p.epoch)
+            for record_arch in record_arches:
+                yield metadata.RpmRecord(repo.dir, record_arch, p.nevra, path, keys[tree / p.href], category, srpm)

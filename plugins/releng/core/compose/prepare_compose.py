@@ -8,13 +8,14 @@ its run id in it, so a retry or rerun of the run finds it again and no other run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from releng.core.compose.status import write_status
 from releng.core.fs import atomic_write
-from releng.core.layout import ComposeLayout, LayoutError, compose_id
+from releng.core.layout import COMPOSE_ID_RE, ComposeLayout, LayoutError, compose_id
 from releng.core.profile import ReleaseProfile
 
 
@@ -36,6 +37,15 @@ class ComposeParams:
     repoclosure: bool
     images: tuple[str, ...]
     full_run: bool
+
+    def to_xcom(self) -> dict:
+        return {"arches": list(self.arches), "rc": self.rc, "hashed": self.hashed, "repoclosure": self.repoclosure,
+                "images": list(self.images), "full_run": self.full_run}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping) -> ComposeParams:
+        return cls(tuple(data["arches"]), bool(data["rc"]), bool(data["hashed"]), bool(data["repoclosure"]),
+                   tuple(data["images"]), bool(data["full_run"]))
 
 
 def validate_params(profile: ReleaseProfile, raw: Mapping) -> ComposeParams:
@@ -161,3 +171,52 @@ def previous_compose(layout: ComposeLayout) -> Path | None:
     return None
 
 
+def compose_layout(profile: ReleaseProfile, compose: str | os.PathLike, compose_root: Path) -> ComposeLayout:
+    """The layout of a compose given by id (``Rocky-9.7-20251123.143015.0``) or by its top directory."""
+    ref = str(compose).rstrip("/")
+    if COMPOSE_ID_RE.match(ref):
+        return ComposeLayout(profile, Path(compose_root), ref)
+    top = Path(ref)
+    if not top.is_absolute() or not COMPOSE_ID_RE.match(top.name):
+        raise LayoutError(f"compose {ref!r} is neither a compose id (<Short>-<X.Y>-<YYYYMMDD.HHMMSS>[.<n>]) nor "
+                          f"the absolute path of a compose directory")
+    if top.parent.name != str(profile.major):
+        raise LayoutError(f"compose directory {top} is not under a {profile.major}/ directory; "
+                          f"it does not belong to {profile.name}")
+    return ComposeLayout(profile, top.parent.parent, top.name)
+
+
+@dataclass(frozen=True)
+class ComposeSummary:
+    """What prepare_compose hands every later task: the claimed compose, its parameters, the previous compose."""
+
+    release: str
+    compose_id: str
+    compose_root: Path
+    top: Path
+    params: ComposeParams
+    previous: Path | None = None
+
+    def layout(self, profile: ReleaseProfile) -> ComposeLayout:
+        return ComposeLayout(profile, self.compose_root, self.compose_id)
+
+    def to_xcom(self) -> dict:
+        return {"release": self.release, "compose_id": self.compose_id, "compose_root": str(self.compose_root),
+                "top": str(self.top), "compose_dir": str(self.top / "compose"),
+                "previous": str(self.previous) if self.previous else None, **self.params.to_xcom()}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping) -> ComposeSummary:
+        previous = data.get("previous")
+        return cls(data["release"], data["compose_id"], Path(data["compose_root"]), Path(data["top"]),
+                   ComposeParams.from_xcom(data), Path(previous) if previous else None)
+
+
+def prepare_compose(profile: ReleaseProfile, raw: Mapping, compose_root: Path, timestamp: str,
+                    run_id: str) -> tuple[ComposeSummary, ComposePlan]:
+    """Validate the trigger form, claim the run's compose directory, mark it STARTED and plan the work."""
+    params = validate_params(profile, raw)
+    layout = claim_compose(profile, compose_root, timestamp, run_id)
+    previous = start_compose(layout)
+    summary = ComposeSummary(profile.name, layout.compose_id, Path(layout.compose_root), layout.top, params, previous)
+    return summary, plan_compose(profile, params)

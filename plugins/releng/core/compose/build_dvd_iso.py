@@ -1,19 +1,15 @@
-"""DVD ISOs built by replaying lorax's boot.iso with xorriso, and the cloud image pick.
+"""build_dvd_iso: one DVD per (arch, image) by replaying lorax's boot.iso with xorriso.
 
-DVD (empanadas §9, Pungi §3.3): per (arch, image) a variant copy of the lorax
-tree with the disc ``.treeinfo``, ``.discinfo`` and ``media.repo``; a graft
-list of that tree, the extra files and the image's repos; an xorriso dialog
-that replays boot.iso's boot setup (``-boot_image any replay``) and grafts the
-rest; then ``implantisomd5``, a manifest, a boot sanity check and checksums.
-The ISO is written under a temp name beside the compose and renamed into
-``work/isos/<arch>/`` at the end, so a failed or killed run leaves nothing half
-written there, and a rerun converges: xorriso gets ``SOURCE_DATE_EPOCH`` = the
-lorax tree's build time and sets every file and directory time on the ISO to it,
-so the same contents give a byte-identical DVD whatever the input trees' mtimes.
-
-Cloud images (empanadas §10): the newest upload per (type, variant, arch),
-ordered by (date, build number, upload epoch) as numbers; empanadas sorted the
-keys as strings, so build ``.10`` lost to ``.2``.
+Per (arch, image): a variant copy of the lorax tree with the disc ``.treeinfo``,
+``.discinfo`` and ``media.repo``; a graft list of that tree, the extra files and
+the image's repos; an xorriso dialog that replays boot.iso's boot setup
+(``-boot_image any replay``) and grafts the rest; then ``implantisomd5``, a
+manifest, a boot sanity check and checksums. The ISO is written under a temp
+name beside the compose and renamed into ``work/isos/<arch>/`` at the end, so a
+failed or killed run leaves nothing half written there, and a rerun converges:
+xorriso gets ``SOURCE_DATE_EPOCH`` = the lorax tree's build time and sets every
+file and directory time on the ISO to it, so the same contents give a
+byte-identical DVD whatever the input trees' mtimes.
 
 The pure parts (names, graft list and order, dialog, argv builders, parsers)
 run nothing; :func:`build_dvd` runs the tools.
@@ -21,27 +17,25 @@ run nothing; :func:`build_dvd` runs the tools.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
-
 from releng.core import checksums, modes, treeinfo
-from releng.core.layout import COMPOSE_ID_RE, ComposeLayout, LayoutError, repo_dir_name
-from releng.core.profile import CloudImage, IsoImage, ReleaseProfile
+from releng.core.compose.deploy_extra_files import extra_files_dir
+from releng.core.disc import MAX_VOLID, NotAnIsoError, discinfo_text, media_repo_text, read_volid
+from releng.core.fs import atomic_write, link_or_copy, swap_symlink
+from releng.core.layout import ComposeLayout, LayoutError, repo_dir_name
+from releng.core.profile import IsoImage, ReleaseProfile
+from releng.core.run import ToolError, stream, tool_env
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +51,6 @@ UPDATABLE_PATHS = frozenset({
 })
 _BOOT_DIRS = ("images/", "isolinux/", "EFI/", "etc/", "ppc/")
 _BOOT_SUFFIXES = (".img", ".ins")
-MAX_VOLID = 32  # ISO 9660 volume identifier field
-_PVD_OFFSET = 16 * 2048
 
 
 class IsoError(RuntimeError):
@@ -94,45 +86,13 @@ def disc_image(profile: ReleaseProfile, name: str) -> IsoImage:
     return image
 
 
-def compose_layout(profile: ReleaseProfile, compose: str | os.PathLike, compose_root: Path) -> ComposeLayout:
-    """The layout of a compose given by id (``Rocky-9.7-20251123.143015.0``) or by its top directory."""
-    ref = str(compose).rstrip("/")
-    if COMPOSE_ID_RE.match(ref):
-        return ComposeLayout(profile, Path(compose_root), ref)
-    top = Path(ref)
-    if not top.is_absolute() or not COMPOSE_ID_RE.match(top.name):
-        raise IsoInputError(f"compose {ref!r} is neither a compose id (<Short>-<X.Y>-<YYYYMMDD.HHMMSS>[.<n>]) nor "
-                            f"the absolute path of a compose directory")
-    if top.parent.name != str(profile.major):
-        raise IsoInputError(f"compose directory {top} is not under a {profile.major}/ directory; "
-                            f"it does not belong to {profile.name}")
-    return ComposeLayout(profile, top.parent.parent, top.name)
-
-
-def extra_files_dir(layout: ComposeLayout) -> Path:
-    return layout.work / "global" / "extra-files"
-
-
 def variant_tree_dir(layout: ComposeLayout, arch: str, image: str) -> Path:
     return layout.lorax_dir(arch) / image
 
 
 def dialog_path(layout: ComposeLayout, arch: str, image: str) -> Path:
-    """Where the xorriso dialog is kept for inspection (empanadas' graft-list place)."""
+    """Where the xorriso dialog is kept for inspection."""
     return layout.lorax_dir(arch) / f"xorriso-{image}-{arch}.txt"
-
-
-# --- disc .discinfo and media.repo (the disc .treeinfo comes from releng.core.treeinfo) -------------------
-
-
-def discinfo_text(timestamp: int, fullname: str, arch: str) -> str:
-    """``.discinfo``: an integer timestamp (empanadas wrote a float), name, arch, disc list."""
-    return f"{int(timestamp)}\n{fullname}\n{arch}\nALL\n"
-
-
-def media_repo_text(timestamp: int, fullname: str) -> str:
-    return (f"[InstallMedia]\nname={fullname}\nmediaid={int(timestamp)}\nmetadata_expire=-1\n"
-            "gpgcheck=0\ncost=500\n")
 
 
 # --- graft list -------------------------------------------------------------------------------------------
@@ -245,7 +205,7 @@ def system_id(arch: str) -> str:
 
 def xorriso_dialog(boot_iso: Path, outdev: Path, volid: str, arch: str, grafts: Sequence[Graft],
                    stamp: int | None = None) -> list[str]:
-    """The xorriso dialog (empanadas' xorriso.tmpl.txt): replay boot.iso, graft the rest, ``-end``.
+    """The xorriso dialog replays boot.iso: replay boot.iso, graft the rest, ``-end``.
 
     With ``stamp``, every file and directory on the ISO gets that time, so the ISO depends only on the
     contents (a re-synced repo or a redeployed extra file has new mtimes, not new bytes).
@@ -337,28 +297,6 @@ def check_boot_report(dvd_report: str, boot_report: str, iso_name: str) -> None:
                             f"instead of {boot[0]!r} {boot[1]}; check the boot.iso and the updated boot files")
 
 
-def read_volid(iso: Path) -> str:
-    """The Primary Volume Descriptor's volume id (pycdlib; the raw PVD when pycdlib cannot parse it)."""
-    cd = pycdlib.PyCdlib()
-    try:
-        cd.open(str(iso))
-    except PyCdlibException:
-        return _raw_volid(iso)
-    try:
-        return cd.pvd.volume_identifier.decode("ascii", "replace").strip()
-    finally:
-        cd.close()
-
-
-def _raw_volid(iso: Path) -> str:
-    with open(iso, "rb") as f:
-        f.seek(_PVD_OFFSET)
-        pvd = f.read(2048)
-    if pvd[1:6] != b"CD001" or pvd[0] != 1:
-        raise IsoInputError(f"{iso} has no ISO 9660 primary volume descriptor; it is not an ISO image")
-    return pvd[40:72].decode("ascii", "replace").strip()
-
-
 def check_volid(found: str, layout: ComposeLayout, arch: str, rc: bool, boot_iso: Path) -> str:
     """boot.iso's volid must be the release's (inst.stage2=hd:LABEL= in its boot configs names it)."""
     try:
@@ -387,7 +325,7 @@ class DvdResult:
     sha256: str
     volid: str
 
-    def xcom(self) -> dict:
+    def to_xcom(self) -> dict:
         return {"arch": self.arch, "image": self.image, "iso": str(self.iso), "size": self.size,
                 "sha256": self.sha256, "volid": self.volid}
 
@@ -401,46 +339,22 @@ def run_tool(argv: Sequence[str], logger: logging.Logger, *, env: Mapping[str, s
 
     A non-zero exit raises IsoError with the tail of the output.
     """
-    logger.info("running: %s", shlex.join(argv))
-    tail: deque[str] = deque(maxlen=40)
+    logger.info("running: %s", " ".join(map(str, argv)))
     lines: list[str] = []
     try:
-        proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", env=dict(env) if env is not None else None)
-    except FileNotFoundError:
-        raise IsoError(f"{argv[0]} is not installed (scripts/install-system-tools.sh installs it)") from None
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.rstrip("\n")
-        lines.append(line)
-        tail.append(line)
-        if show(line):
-            logger.info("  %s: %s", Path(argv[0]).name, line)
-    if proc.wait():
-        detail = "\n".join(tail)
-        raise IsoError(f"{what or argv[0]} failed with exit status {proc.returncode}: {shlex.join(argv)}\n{detail}")
+        with stream(argv, what=what or None, env=tool_env(env)) as output:
+            for line in output:
+                lines.append(line)
+                if show(line):
+                    logger.info("  %s: %s", Path(argv[0]).name, line)
+    except ToolError as exc:
+        raise IsoError(str(exc)) from exc
     return "\n".join(lines)
 
 
 def iso_manifest(path: Path, logger: logging.Logger = log) -> list[str]:
     """The sorted paths on an ISO, as its ``.manifest`` lists them (also what boot.iso.manifest holds)."""
     return parse_find_output(run_tool(xorriso_find_argv(path), logger, show=lambda _line: False))
-
-
-def _write_atomic(path: Path, text: str, mtime: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    modes.make_public(tmp)
-    if mtime is not None:
-        os.utime(tmp, (mtime, mtime))
-    os.replace(tmp, path)
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
 
 
 def build_variant_tree(layout: ComposeLayout, arch: str, image: IsoImage, lorax_tree: Path,
@@ -471,15 +385,16 @@ def build_variant_tree(layout: ComposeLayout, arch: str, image: IsoImage, lorax_
                 if (here / name).is_symlink():
                     os.symlink(os.readlink(here / name), work / rel / name)
                 else:
-                    _link_or_copy(here / name, work / rel / name)
+                    link_or_copy(here / name, work / rel / name)
                 files += 1
         try:
             treeinfo.write_disc_treeinfo(lorax_tree, work / ".treeinfo", layout.profile, arch, image)
         except (treeinfo.TreeInfoError, KeyError) as exc:
             raise IsoInputError(f"cannot write the {image.name} disc .treeinfo: {exc}") from None
         os.utime(work / ".treeinfo", (stamp, stamp))
-        _write_atomic(work / ".discinfo", discinfo_text(stamp, layout.profile.fullname, arch), stamp)
-        _write_atomic(work / "media.repo", media_repo_text(stamp, layout.profile.fullname), stamp)
+        for name, text in ((".discinfo", discinfo_text(stamp, layout.profile.fullname, arch)),
+                           ("media.repo", media_repo_text(stamp, layout.profile.fullname))):
+            os.utime(atomic_write(work / name, text), (stamp, stamp))
         for dirpath, _dirs, _files in os.walk(work):
             os.utime(dirpath, (stamp, stamp))  # new directories; xorriso records their times
         _swap_dir(work, dest)
@@ -512,31 +427,12 @@ def _swap_dir(new: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def hash_once(path: Path, algos: Iterable[str]) -> dict[str, str]:
-    """Hex digests of one file for several algorithms, in one read."""
-    hashers = {a: hashlib.new(a) for a in dict.fromkeys(algos)}
-    buf = bytearray(checksums.CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            for h in hashers.values():
-                h.update(view[:n])
-    return {a: h.hexdigest() for a, h in hashers.items()}
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _symlink(target: str, link: Path) -> None:
-    tmp = link.with_name(f".{link.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
 
 
 def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lorax_tree: Path | None = None,
@@ -553,7 +449,11 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
         if not path.is_file():
             raise IsoInputError(f"{what} {path} is missing; the DVD replays boot.iso's boot setup, so pull and "
                                 f"unpack the {arch} lorax tree first (pull_unpack_tree)")
-    volid = check_volid(read_volid(boot_iso), layout, arch, rc, boot_iso)
+    try:
+        found = read_volid(boot_iso)
+    except NotAnIsoError as exc:
+        raise IsoInputError(str(exc)) from None
+    volid = check_volid(found, layout, arch, rc, boot_iso)
     remove_stale_scratch(layout, arch, image.name)
     tree, stamp = build_variant_tree(layout, arch, image, lorax_tree, logger)
 
@@ -578,8 +478,8 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
         tmp_iso = scratch / name
         dialog = xorriso_dialog(boot_iso, tmp_iso, volid, arch, grafts, stamp)
         dialog_file = dialog_path(layout, arch, image.name)
-        _write_atomic(dialog_file, "\n".join(dialog) + "\n")
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(stamp)}
+        atomic_write(dialog_file, "\n".join(dialog) + "\n")
+        env = {"SOURCE_DATE_EPOCH": str(stamp)}
         run_tool(xorriso_argv(dialog_file), logger, env=env, what=f"xorriso building {name}",
                  show=lambda line: bool(_PROGRESS_RE.search(line)))
         # Write xorriso's output back to disk while implantisomd5 and the checksum read it from the cache.
@@ -590,7 +490,7 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
             boot_report = run_tool(el_torito_report_argv(boot_iso), logger, show=lambda _l: False)
             check_boot_report(report, boot_report, name)
             manifest = iso_manifest(tmp_iso, logger)
-            digests = hash_once(tmp_iso, (profile.checksum, "sha256"))
+            digests = checksums.hash_once(tmp_iso, (profile.checksum, "sha256"))
             writeback.result()
         _fsync(tmp_iso)  # what implantisomd5 wrote
         size = tmp_iso.stat().st_size
@@ -600,14 +500,14 @@ def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lo
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    _write_atomic(out_dir / f"{name}.manifest", "".join(f"{p}\n" for p in manifest))
+    atomic_write(out_dir / f"{name}.manifest", "".join(f"{p}\n" for p in manifest))
     links = (layout.iso_generic_name(arch, image.name), layout.iso_latest_name(arch, image.name))
     for entry_name in (name, *links):
         entry = checksums.Checksum(entry_name, size, profile.checksum, digests[profile.checksum])
         checksums.write_checksum_file(out_dir / f"{entry_name}.CHECKSUM", [entry])
     for link in links:
-        _symlink(name, out_dir / link)
-        _symlink(f"{name}.manifest", out_dir / f"{link}.manifest")
+        swap_symlink(name, out_dir / link)
+        swap_symlink(f"{name}.manifest", out_dir / f"{link}.manifest")
     elapsed = time.monotonic() - started
     logger.info("%s: %.1f MiB, %d paths, volume id %s, %s %s; %.1f s (%.1f MiB/s)", final, size / 2**20,
                 len(manifest), volid, profile.checksum, digests[profile.checksum], elapsed,
@@ -622,129 +522,3 @@ def _check_space(directory: Path, needed: int, name: str) -> None:
                        f"{free / 2**30:.2f} GiB free; free space on the compose volume and retry")
 
 
-# --- cloud images (empanadas §10) -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class CloudBuild:
-    """One uploaded cloud image; orders by (date, build, epoch) as numbers, newest last."""
-
-    date: str
-    build: int
-    epoch: int
-    key: str
-    variant: str | None
-
-    @property
-    def filename(self) -> str:
-        return self.key.rsplit("/", 1)[-1]
-
-
-def cloud_kind(image_type: str, variant: str | None) -> str:
-    return f"{image_type}-{variant}" if variant else image_type
-
-
-def cloud_image(profile: ReleaseProfile, image_type: str, arch: str) -> CloudImage:
-    image = profile.cloud_images.get(image_type)
-    if image is None:
-        raise IsoInputError(f"{profile.name} has no cloud image type {image_type!r}; "
-                            f"types: {', '.join(profile.cloud_images) or 'none'}")
-    if arch not in image.arches:
-        raise IsoInputError(f"cloud image {image_type} of {profile.name} is not built for {arch} "
-                            f"(arches: {', '.join(image.arches)})")
-    return image
-
-
-def _name_re(profile: ReleaseProfile, kind: str, arch: str) -> re.Pattern:
-    return re.compile(rf"^{re.escape(f'{profile.shortname}-{profile.major}-{kind}-{profile.revision}-')}"
-                      rf"(?P<date>\d{{8}})\.(?P<build>\d+)\.{re.escape(arch)}$")
-
-
-def parse_cloud_key(profile: ReleaseProfile, image: CloudImage, variant: str | None, arch: str,
-                    key: str) -> CloudBuild | None:
-    """The build a key holds when it is ``<prefix><name>/<epoch>/<name>.<format>`` of this kind, else None."""
-    parts = key.split("/")
-    if len(parts) != 4 or not parts[2].isdigit():
-        return None
-    _, name, epoch, filename = parts
-    if filename != f"{name}.{image.format}":
-        return None
-    m = _name_re(profile, cloud_kind(image.type, variant), arch).match(name)
-    if not m:
-        return None
-    return CloudBuild(m["date"], int(m["build"]), int(epoch), key, variant)
-
-
-def select_cloud_builds(profile: ReleaseProfile, image: CloudImage, arch: str,
-                        keys: Iterable[str]) -> tuple[dict[str | None, CloudBuild], list[str | None]]:
-    """The newest build per variant among ``keys``, and the variants that have none."""
-    keys = list(keys)
-    chosen: dict[str | None, CloudBuild] = {}
-    missing: list[str | None] = []
-    for variant in image.variants or (None,):
-        builds = [b for k in keys if (b := parse_cloud_key(profile, image, variant, arch, k))]
-        if builds:
-            chosen[variant] = max(builds)
-        else:
-            missing.append(variant)
-    return chosen, missing
-
-
-def cloud_latest_names(profile: ReleaseProfile, image: CloudImage, variant: str | None, arch: str) -> list[str]:
-    """``Rocky-9-<Type>-<Variant>.latest.<arch>.<fmt>``, plus ``Rocky-9-<Type>.latest...`` for the primary."""
-    stem = f"{profile.shortname}-{profile.major}"
-    names = [f"{stem}-{cloud_kind(image.type, variant)}.latest.{arch}.{image.format}"]
-    if variant is not None and variant == image.primary_variant:
-        names.append(f"{stem}-{image.type}.latest.{arch}.{image.format}")
-    return names
-
-
-def cloud_partial_dir(layout: ComposeLayout, arch: str) -> Path:
-    """Downloads land here first: beside ``work/images/<arch>`` (same filesystem), never inside it."""
-    return layout.work_images(arch).parent / f".{arch}.partial"
-
-
-def verify_cloud_download(path: Path, key: str, expected: str) -> str:
-    """Hash a downloaded image once; IsoInputError when it is not what the upload recorded."""
-    digest = hash_once(path, ("sha256",))["sha256"]
-    if digest != expected.lower():
-        raise IsoInputError(f"s3 object {key} does not match its sha256 metadata: expected {expected}, downloaded "
-                            f"{digest}; the upload is corrupt, re-upload the image (or fix its metadata)")
-    return digest
-
-
-def install_cloud_image(layout: ComposeLayout, image: CloudImage, build: CloudBuild, arch: str, downloaded: Path,
-                        digest: str) -> list[str]:
-    """Move a verified download into ``work/images/<arch>``; write its ``.CHECKSUM``, the latest links
-    (each with a ``.CHECKSUM`` under the link's own name), and drop older builds of the same kind.
-    Returns the names written.
-    """
-    profile = layout.profile
-    out = modes.public_dirs(layout.work_images(arch))
-    final = out / build.filename
-    modes.make_public(downloaded)  # a NamedTemporaryFile download is 0600
-    if downloaded != final:
-        os.replace(downloaded, final)
-    size = final.stat().st_size
-    written = [final.name]
-    checksums.write_checksum_file(out / f"{final.name}.CHECKSUM",
-                                  [checksums.Checksum(final.name, size, "sha256", digest)])
-    for link in cloud_latest_names(profile, image, build.variant, arch):
-        _symlink(final.name, out / link)
-        checksums.write_checksum_file(out / f"{link}.CHECKSUM", [checksums.Checksum(link, size, "sha256", digest)])
-        written.append(link)
-    pattern = _name_re(profile, cloud_kind(image.type, build.variant), arch)
-    suffix = f".{image.format}"
-    for old in out.iterdir():
-        stem = old.name.removesuffix(".CHECKSUM").removesuffix(suffix)
-        if old.name.startswith(final.name) or not pattern.match(stem) or old.is_symlink():
-            continue
-        old.unlink()
-    return written
-
-
-def local_cloud_digest(path: Path, size: int) -> str | None:
-    """The sha256 of an image already downloaded by an earlier try (None when absent or of another size)."""
-    if not path.is_file() or path.is_symlink() or path.stat().st_size != size:
-        return None
-    return hash_once(path, ("sha256",))["sha256"]

@@ -1,4 +1,4 @@
-"""Lorax per arch: one mapped task for the configured backend, a pod per arch or a local run.
+"""build_lorax: one mapped task for the configured backend, a pod per arch or a local run.
 
 Both backends run ``include/lorax/build-lorax.sh`` with the options of
 :func:`releng.core.lorax.lorax_options` and return the same XCom:
@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from releng.core import lorax
 from releng.core.layout import ComposeLayout
 from releng.core.settings import Settings, settings
+from releng.hooks.s3 import s3_hook
 from releng.operators.common import load_release
 
 # A lorax image is several GB: a fresh node needs minutes to pull it.
@@ -180,7 +180,7 @@ class LoraxLocalOperator(BaseOperator):
         return result
 
     def _s3_env(self) -> dict[str, str]:
-        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        hook = s3_hook(self.aws_conn_id)
         creds = hook.get_credentials()
         env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
                "AWS_DEFAULT_REGION": hook.conn_region_name or "us-east-1"}

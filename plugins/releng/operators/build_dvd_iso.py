@@ -4,46 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core import iso
-from releng.core.layout import ComposeLayout, LayoutError
-from releng.core.settings import settings
-from releng.operators.common import load_release
+from releng.core.compose.build_dvd_iso import IsoInputError, build_dvd
+from releng.core.layout import LayoutError
+from releng.operators.common import as_bool, resolve_compose
 
 
-def as_bool(value: Any, what: str) -> bool:
-    """A flag that may arrive rendered as text (``"True"``, ``"false"``) from a template."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", "", "none"):
-        return False
-    raise AirflowFailException(f"{what}={value!r} is not a boolean; use true or false")
-
-
-def resolve_compose(summary: Mapping | None, release: str | None, compose: str | None) -> ComposeLayout:
-    """The compose's layout from a prepare_compose summary or from (release, compose id or top dir)."""
-    if summary:
-        release = release or summary.get("release")
-        compose = compose or summary.get("top") or summary.get("compose_id")
-    if not release or not compose:
-        raise AirflowFailException("no compose given: pass summary (prepare_compose's XCom) or release and compose "
-                                   "(a compose id or the compose's top directory)")
-    profile = load_release(release)
-    try:
-        return iso.compose_layout(profile, compose, settings().compose_root)
-    except (iso.IsoInputError, LayoutError) as exc:
-        raise AirflowFailException(str(exc)) from None
-
-
-class XorrisoIsoOperator(BaseOperator):
-    """Build one DVD ISO of a compose: replay lorax's boot.iso, graft repos, extra files and the disc .treeinfo.
+class BuildDvdIsoOperator(BaseOperator):
+    """build_dvd_iso: one DVD ISO of a compose (``releng.core.compose.build_dvd_iso``).
 
     Writes ``work/isos/<arch>/<Short>-<X.Y>[-<RC>]-<arch>-<image>.iso`` with its ``.manifest``,
     ``.CHECKSUM`` and the generic and latest links; returns
@@ -79,8 +50,8 @@ class XorrisoIsoOperator(BaseOperator):
         rc = as_bool(rc, "rc")
         self.log.info("building the %s %s ISO of %s (rc=%s)", self.arch, self.image, layout.top, rc)
         try:
-            result = iso.build_dvd(layout, self.arch, self.image, rc,
-                                   lorax_tree=Path(self.lorax_tree) if self.lorax_tree else None, logger=self.log)
-        except (iso.IsoInputError, LayoutError) as exc:
+            result = build_dvd(layout, self.arch, self.image, rc,
+                               lorax_tree=Path(self.lorax_tree) if self.lorax_tree else None, logger=self.log)
+        except (IsoInputError, LayoutError) as exc:
             raise AirflowFailException(str(exc)) from None
-        return result.xcom()
+        return result.to_xcom()
