@@ -1,4 +1,4 @@
-"""Reposync benchmark: the DAG's parallel RepoSync against empanadas' one-at-a-time loop, and a no-op resync.
+"""Reposync benchmark: the DAG's parallel sync_repos against empanadas' one-at-a-time loop, and a no-op resync.
 
     .venv/bin/python -m bench.reposync [--packages-per-repo 250] [--latency-ms 30] [--workers N]
 
@@ -6,10 +6,10 @@ A scaled fixture build system (``dev.buildsystem.build(..., extra_packages=N)``;
 CRB and extras on x86_64 and aarch64, about 2,000 packages in the ``os`` repos; built once and cached
 under ``.stack/bench``) is served over HTTP on 127.0.0.1. Measured in one run:
 
-(a) the DAG's way: ``RepoSyncOperator.execute`` for every (repo, arch), at most as many at once as
-    the ``reposync`` pool in config/pools.json has slots, each in a worker process as Airflow runs
-    tasks (each also verifies its tree and checks every signature; Airflow's own task start-up is
-    not part of the measurement);
+(a) the DAG's way: ``releng.core.compose.sync_repos.sync_repo`` (what each ``sync_repos`` task runs)
+    for every (repo, arch), at most as many at once as the ``reposync`` pool in config/pools.json has
+    slots, each in a worker process as Airflow runs tasks (each also verifies its tree and checks
+    every signature; Airflow's own task start-up is not part of the measurement);
 (b) empanadas' way: one plain ``dnf reposync`` after another (same hermetic dnf config and key
     checks, no verification), and, for reference, empanadas' exact order: repos in turn, the arches
     of one repo together;
@@ -87,21 +87,29 @@ def remote_server(root: Path, latency: float, log: Counter):
 
 
 def _warm() -> None:
-    import releng.operators.reposync  # noqa: F401  (import cost is paid before the clock starts)
+    """Import what a sync needs before the clock starts."""
+    import releng.core.compose.sync_repos
+    import releng.hooks.buildsystem  # noqa: F401
 
 
 def _one_task(release: str, repo: str, arch: str, work: Path, previous: Path | None) -> dict:
-    from releng.operators.reposync import RepoSyncOperator
+    """What one sync_repos task does, without Airflow: the core step with the build-system hook."""
+    from releng.core.compose.sync_repos import sync_repo
+    from releng.core.profile import find_profile
+    from releng.core.settings import settings
+    from releng.hooks.buildsystem import BuildSystemHook
 
+    site = settings()
     tree = Path(repo) / arch / "os"
-    op = RepoSyncOperator(task_id=f"sync_{repo}_{arch}", release=release, repo=repo, arch=arch, kind="os",
-                          dest=work / "compose" / tree, work_dir=work / "work",
-                          previous=previous / "compose" / tree if previous else None, progress_interval=60)
-    return op.execute(context={})
+    result = sync_repo(find_profile(release, site.config_dir), repo, arch, "os", dest=work / "compose" / tree,
+                       work_dir=work / "work", key_dir=site.gpg_key_dir, source=BuildSystemHook(site.peridot_url),
+                       previous=previous / "compose" / tree if previous else None, progress_interval=60,
+                       log=lambda _line: None)
+    return result.to_xcom()
 
 
 def dag_way(pool: ProcessPoolExecutor, profile, work: Path, previous: Path | None = None) -> tuple[float, list[dict]]:
-    """RepoSyncOperator for every (repo, arch), as many at once as the pool has workers (the reposync pool).
+    """sync_repo for every (repo, arch), as many at once as the pool has workers (the reposync pool).
 
     Worker processes, like Airflow's one process per task; started and warmed before the clock starts.
     """
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(args.workers, initializer=_warm)
     try:
         list(pool.map(time.sleep, [0.5] * args.workers))  # every worker started and warm
-        print("(a) parallel RepoSync ...", file=sys.stderr)
+        print("(a) parallel sync_repos ...", file=sys.stderr)
         parallel, full = dag_way(pool, profile, work / "a")
         full_gets = counter.rpm_gets
         print("(b) sequential dnf reposync ...", file=sys.stderr)
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     packages = sum(r["packages"] for r in full)
     size = sum(r["bytes"] for r in full)
     rows = [
-        ("(a) DAG: RepoSync per (repo, arch), parallel", parallel, sum(r["downloaded"] for r in full), 0, full_gets),
+        ("(a) DAG: sync_repos per (repo, arch), parallel", parallel, sum(r["downloaded"] for r in full), 0, full_gets),
         ("(b) empanadas: one dnf reposync at a time", sequential, packages, 0, None),
         ("(b') empanadas order: repos in turn, arches together", empanadas, packages, 0, None),
         ("(c) no-op resync (previous = (a)), parallel", noop, sum(r["downloaded"] for r in again),

@@ -40,7 +40,6 @@ from releng.operators.compose import (
     PLAN_KINDS,
     DeployExtraFilesOperator,
     FinalizeComposeOperator,
-    KickstartTreeOperator,
     PlanWorkOperator,
     PrepareComposeOperator,
     SyncToStagingOperator,
@@ -48,10 +47,11 @@ from releng.operators.compose import (
     repoclosure_kwargs,
     reposync_kwargs,
 )
+from releng.operators.make_kickstart_trees import MakeKickstartTreesOperator
 from releng.operators.pull_cloud_images import PullCloudImagesOperator
 from releng.operators.pull_unpack_tree import PullUnpackTreeOperator, pull_unpack_kwargs
 from releng.operators.repoclosure import RepoclosureOperator
-from releng.operators.reposync import RepoSyncOperator
+from releng.operators.sync_repos import SyncReposOperator
 
 WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
               "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
@@ -92,13 +92,13 @@ with DAG(
     extra_files = DeployExtraFilesOperator(task_id="deploy_extra_files", summary=prepare.output,
                                            pre_execute=reopen_compose)
 
-    sync_repos = RepoSyncOperator.partial(
+    sync_repos = SyncReposOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["reposync"].output.map(reposync_kwargs))
 
     # Empty work lists skip their mapped task, so the joins run on "nothing failed", not "all succeeded".
-    kickstart = KickstartTreeOperator.partial(
+    kickstart = MakeKickstartTreesOperator.partial(
         task_id="make_kickstart_trees", map_index_template="{{ task.repo }} {{ task.arch }}",
         pre_execute=reopen_compose,
     ).expand_kwargs(plan["kickstart"].output)

@@ -35,7 +35,7 @@ from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
 from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
 from releng.operators.repoclosure import RepoclosureOperator
-from releng.operators.reposync import RepoSyncOperator
+from releng.operators.sync_repos import SyncReposOperator
 from releng.operators.updates import (
     PLAN_KINDS,
     EmitStagingAssetOperator,
@@ -72,7 +72,7 @@ with DAG(
         plan = {kind: PlanUpdatesOperator(task_id=kind, kind=kind, summary=prepare.output, retries=0)
                 for kind in PLAN_KINDS}
 
-    sync_repos = RepoSyncOperator.partial(
+    sync_repos = SyncReposOperator.partial(
         task_id="sync_repos", pool="reposync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
     ).expand_kwargs(plan["reposync"].output)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from releng.core.compose.repoclosure import format_unresolved
 from releng.core.settings import settings
-from releng.operators.repoclosure import RepoclosureOperator, format_unresolved
+from releng.operators.repoclosure import RepoclosureOperator
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,8 @@ against exactly the keys the profile names.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,21 @@ class DnfWorkspace:
     def cachedir(self) -> Path:
         # dnf puts the cache inside the installroot; keep it there explicitly.
         return Path("/var/cache/releng-dnf")
+
+
+def fresh_workspace(path: Path) -> DnfWorkspace:
+    """An empty private dnf workspace at ``path`` (a retry never sees an earlier attempt's cache or rpmdb)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return DnfWorkspace(path)
+
+
+def dnf_env() -> dict[str, str]:
+    """dnf's environment: English messages (they are parsed) and no Python path from this process's venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["LC_ALL"] = "C.UTF-8"
+    return env
 
 
 def dnf_config(ws: DnfWorkspace, repos: Iterable[DnfRepo], gpg_keys: Sequence[Path], *,

@@ -116,7 +116,7 @@ class PlanWorkOperator(BaseOperator):
 
 
 def reposync_kwargs(item: dict) -> dict:
-    """sync_repos: ``{"repo", "arch", "kind", "summary"}`` -> RepoSyncOperator kwargs."""
+    """sync_repos: ``{"repo", "arch", "kind", "summary"}`` -> SyncReposOperator kwargs."""
     summary = item["summary"]
     layout = layout_of(summary)
     repo, arch, kind = item["repo"], item["arch"], item["kind"]
@@ -136,35 +136,6 @@ def repoclosure_kwargs(item: dict) -> dict:
     layout = layout_of(summary)
     return {"release": summary["release"], "repo": item["repo"], "arch": item["arch"],
             "compose_dir": str(layout.compose), "work_dir": str(layout.work / "repoclosure")}
-
-
-class KickstartTreeOperator(BaseOperator):
-    """Make ``<Repo>/<arch>/kickstart`` from the synced ``os`` tree by hard links (empanadas downloaded it twice).
-
-    :param repo: build-system repo id
-    :param arch: arch
-    :param summary: prepare_compose's summary
-    """
-
-    template_fields = ("repo", "arch", "summary")
-
-    def __init__(self, *, repo: str, arch: str, summary: dict, **kwargs):
-        super().__init__(**kwargs)
-        self.repo, self.arch, self.summary = repo, arch, summary
-
-    def execute(self, context: Context) -> dict:
-        from releng.core.repodata import RepodataError, make_kickstart_tree
-
-        layout = layout_of(self.summary)
-        os_tree, ks_tree = layout.repo_tree(self.repo, self.arch), layout.repo_tree(self.repo, self.arch, "kickstart")
-        try:
-            report = make_kickstart_tree(os_tree, ks_tree)
-        except RepodataError as exc:
-            raise AirflowFailException(str(exc)) from None
-        if not report.ok:
-            raise AirflowFailException(f"{ks_tree} does not verify: " + "; ".join(report.problems(5)))
-        self.log.info("%s: %d packages linked from %s", ks_tree, report.packages, os_tree)
-        return {"repo": self.repo, "arch": self.arch, "packages": report.packages}
 
 
 class FinalizeComposeOperator(BaseOperator):

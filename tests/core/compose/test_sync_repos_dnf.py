@@ -1,4 +1,5 @@
-"""dnf reposync through the site settings against the fixture build system, signatures checked."""
+"""The dnf reposync that sync_repos builds on, through the site settings against the fixture build system:
+the hermetic config, the keys in a private rpm database, signatures checked, failures not hidden."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from releng.core import dnf
 from releng.core.settings import Settings
+from releng.hooks.buildsystem import BuildSystemHook
 
 
 def _settings(server, fixture, key_dir: Path | None = None) -> Settings:
@@ -24,7 +26,7 @@ def _reposync(settings: Settings, profile, repo: str, arch: str, kind: str, dest
     ws = dnf.DnfWorkspace(work)
     ws.root.mkdir(parents=True)
     repoid = f"{repo}-{arch}-{kind}"
-    url = dnf.yumrepofs_url(settings.peridot_url, profile.project_id, repo, arch, kind, hashed=True)
+    url = BuildSystemHook(settings.peridot_url).repo_url(profile.project_id, repo, arch, kind, hashed=True)
     keys = [settings.gpg_key_dir / k for k in profile.gpg_keys]
     ws.config.write_text(dnf.dnf_config(ws, [dnf.DnfRepo(repoid, url)], keys))
     for argv in [dnf.rpm_initdb_argv(ws), *(dnf.rpm_import_argv(ws, k) for k in keys if k.exists())]:

@@ -1,4 +1,4 @@
-"""RepoSyncOperator: real dnf reposync against the fixture build system, verified trees, hard links, failures."""
+"""sync_repos: real dnf reposync against the fixture build system, verified trees, hard links, failures."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dev.buildsystem import BuildSystemServer
 from releng.core.layout import ComposeLayout
-from releng.core.repodata import package_index, verify_tree
+from releng.core.repo.primary import package_index
+from releng.core.repo.verify import verify_repo
 from releng.core.settings import settings
-from releng.operators.reposync import RepoSyncOperator
+from releng.operators.sync_repos import SyncReposOperator
 from tests.umask import not_public, private_umask
 
 XCOM_KEYS = {"repo", "arch", "kind", "dest", "packages", "downloaded", "linked", "bytes", "seconds"}
@@ -71,7 +72,7 @@ def _layout(el9, tmp_path: Path, stamp: str) -> ComposeLayout:
 
 
 def _sync(layout: ComposeLayout, repo="BaseOS", arch="x86_64", kind="os", **kw) -> dict:
-    op = RepoSyncOperator(task_id=f"sync_{repo}_{arch}_{kind}", release="el9", repo=repo, arch=arch, kind=kind,
+    op = SyncReposOperator(task_id=f"sync_{repo}_{arch}_{kind}", release="el9", repo=repo, arch=arch, kind=kind,
                           dest=layout.repo_tree(repo, arch, kind), work_dir=layout.work / "dnf",
                           hashed=kw.pop("hashed", True), pool="reposync", **kw)
     return op.execute(context={})
@@ -99,7 +100,7 @@ def test_sync_downloads_and_verifies_every_package(site, fixture_buildsystem, el
     for rel in expected:
         assert (dest / rel).read_bytes() == (upstream / rel).read_bytes()
     assert (dest / "repodata" / "repomd.xml").read_bytes() == (upstream / "repodata" / "repomd.xml").read_bytes()
-    assert verify_tree(dest).ok
+    assert verify_repo(dest).ok
     assert not (layout.work / "dnf" / f"reposync-{repo}-{arch}-{kind}").exists()  # workspace cleaned up
 
 
@@ -120,7 +121,7 @@ def test_unchanged_packages_are_hard_linked_not_downloaded(logged_server, el9, t
     for href in package_index(new):
         assert os.stat(new / href).st_ino == os.stat(old / href).st_ino
         assert os.stat(new / href).st_nlink == 2
-    assert verify_tree(new).ok and verify_tree(old).ok
+    assert verify_repo(new).ok and verify_repo(old).ok
 
 
 def test_new_metadata_with_unchanged_packages_downloads_no_package(logged_server, el9, tmp_path):
@@ -154,7 +155,7 @@ def test_a_changed_package_is_downloaded_and_the_previous_compose_is_untouched(s
     assert libfoo.read_bytes() == older, "dnf wrote through a hard link into the previous compose"
     new = second.repo_tree("BaseOS", "x86_64")
     assert not os.path.samefile(new / "Packages/l/libfoo-1.0-1.el9.x86_64.rpm", libfoo)
-    assert verify_tree(new).ok
+    assert verify_repo(new).ok
 
 
 def test_a_previous_tree_that_does_not_exist_only_means_nothing_is_linked(site, el9, tmp_path):
@@ -175,7 +176,7 @@ def test_a_shared_file_in_dest_is_never_written_through(site, el9, tmp_path):
 
     result = _sync(layout)
     assert outside.read_bytes() == b"another tree's file"
-    assert result["downloaded"] == 1 and verify_tree(dest).ok
+    assert result["downloaded"] == 1 and verify_repo(dest).ok
 
 
 def test_a_package_corrupted_after_sync_is_reported_and_a_rerun_repairs_it(site, el9, tmp_path):
@@ -186,11 +187,11 @@ def test_a_package_corrupted_after_sync_is_reported_and_a_rerun_repairs_it(site,
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    report = verify_tree(dest)
+    report = verify_repo(dest)
     assert not report.ok and [c.split(":")[0] for c in report.corrupt] == [victim.relative_to(dest).as_posix()]
 
     again = _sync(layout)
-    assert again["downloaded"] == 1 and verify_tree(dest).ok
+    assert again["downloaded"] == 1 and verify_repo(dest).ok
 
 
 @pytest.mark.parametrize("delete", [True, False])
@@ -318,7 +319,7 @@ def test_a_missing_key_file_names_the_setting(site, el9, tmp_path):
 ])
 def test_bad_parameters_fail_for_good(site, tmp_path, kwargs, match):
     args = {"release": "el9", "repo": "BaseOS", "arch": "x86_64", "kind": "os", **kwargs}
-    op = RepoSyncOperator(task_id="sync", dest=tmp_path / "dest", work_dir=tmp_path / "work", **args)
+    op = SyncReposOperator(task_id="sync", dest=tmp_path / "dest", work_dir=tmp_path / "work", **args)
     with pytest.raises(AirflowFailException, match=match):
         op.execute(context={})
 
@@ -332,7 +333,7 @@ def test_progress_and_summary_are_logged(site, el9, tmp_path, capsys):
 
 
 def test_template_fields_render(tmp_path):
-    op = RepoSyncOperator(task_id="sync", release="{{ params.release }}", repo="{{ params.repo }}", arch="x86_64",
+    op = SyncReposOperator(task_id="sync", release="{{ params.release }}", repo="{{ params.repo }}", arch="x86_64",
                           dest="{{ params.root }}/BaseOS/x86_64/os", work_dir="{{ params.root }}/work",
                           previous="{{ params.previous }}")
     op.render_template_fields({"params": {"release": "el9", "repo": "BaseOS", "root": "/c", "previous": "/p"}})
