@@ -86,7 +86,12 @@ def environment(root: Path) -> dict[str, str]:
 
 PROMOTE = """
 import json, sys, time
-from releng.core import promotion
+from releng.core.promotion.change_report import make_report
+from releng.core.promotion.promote_phases import promote_phase
+from releng.core.promotion.record import load_record, write_record
+from releng.core.promotion.target import resolve_target
+from releng.core.promotion.update_file_lists import update_file_lists
+from releng.core.promotion.verify_production import verify_production
 from releng.core.settings import settings
 cfg = settings()
 steps = {}
@@ -96,17 +101,17 @@ def step(name):
     now = time.perf_counter()
     steps[name] = now - last
     last = now
-target = promotion.resolve_target("el9", True, cfg)
-record = promotion.make_report(target, run_id=sys.argv[1], dry_run=False, allow_large_delete=False,
-                               max_delete=cfg.promotion_max_delete)
-promotion.load_record(promotion.write_record(target, record), record["digest"])
+target = resolve_target("el9", True, cfg)
+record = make_report(target, run_id=sys.argv[1], dry_run=False, allow_large_delete=False,
+                     max_delete=cfg.promotion_max_delete)
+load_record(write_record(target, record), record["digest"])
 step("change report (itemizing dry run, record, digest)")
 for phase in ("payload", "metadata", "deletions"):
-    promotion.promote_phase(record, phase)
+    promote_phase(record, phase)
 step("promote_payload + promote_metadata + promote_deletions")
-verified = promotion.verify_production(target, cfg)
+verified = verify_production(target, cfg)
 step("verify_production")
-lists = promotion.update_file_lists(target)
+lists = update_file_lists(target)
 step("update_file_lists")
 print(json.dumps({"seconds": time.perf_counter() - start, "steps": steps, "changes": len(record["items"]),
                   "repos": verified["repos"], "lists": lists}))

@@ -8,14 +8,17 @@ import subprocess
 
 import pytest
 
-from releng.core import promotion
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.change_report import check_delete_bound, make_report, superseded_metadata
+from releng.core.promotion.render import markdown
+from releng.core.promotion.target import resolve_target
 from releng.core.settings import settings
 from tests.promotion.conftest import build_rpm, fixture_signer, update_repo
 
 
 def report(run_id: str, max_delete: float = 0.1) -> dict:
-    target = promotion.resolve_target("el9", True, settings())
-    return promotion.make_report(target, run_id=run_id, dry_run=False, allow_large_delete=False,
+    target = resolve_target("el9", True, settings())
+    return make_report(target, run_id=run_id, dry_run=False, allow_large_delete=False,
                                  max_delete=max_delete)
 
 
@@ -43,8 +46,8 @@ def test_a_routine_update_of_a_small_release_passes_the_bound(released, fixture_
     assert b["delete_files"] / b["production_files"] > 0.1  # what tripped the old bound
     assert b["superseded_metadata"] == b["delete_files"] == len(deleted) and b["counted_files"] == 0
     assert b["share"] == 0.0 and not b["exceeded"]
-    promotion.check_delete_bound(record)
-    assert "not counted" in promotion.markdown(record)
+    check_delete_bound(record)
+    assert "not counted" in markdown(record)
 
 
 def test_a_cut_or_emptied_staging_tree_still_trips_the_bound(released, fixture_buildsystem, tmp_path):
@@ -60,9 +63,9 @@ def test_a_cut_or_emptied_staging_tree_still_trips_the_bound(released, fixture_b
     b = record["delete_bound"]
     rpms = [i for i in record["items"] if i["phase"] == "deletions" and i["path"].endswith(".rpm")]
     assert b["superseded_metadata"] > 0 and b["counted_files"] >= len(rpms) > 0 and b["exceeded"]
-    with pytest.raises(promotion.PromotionError, match=r"would be deleted from .* \(not counting \d+ superseded "
+    with pytest.raises(PromotionError, match=r"would be deleted from .* \(not counting \d+ superseded "
                                                        r"repodata files\), above RELENG_PROMOTION_MAX_DELETE=10%"):
-        promotion.check_delete_bound(record)
+        check_delete_bound(record)
 
 
 def _item(path: str, phase: str, code: str = ">f+++++++++", kind: str = "f") -> dict:
@@ -84,4 +87,4 @@ def test_only_files_beside_a_replaced_repomd_are_superseded():
         _item("repodata/repomd.xml", "index"),
         _item("repodata/eee-primary.xml.gz", "deletions", "*deleting"),                   # superseded
     ]
-    assert promotion.superseded_metadata(items) == 2
+    assert superseded_metadata(items) == 2

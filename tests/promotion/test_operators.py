@@ -12,6 +12,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
+from releng.core.promotion import approval
+from releng.core.promotion.target import StateDir
 from releng.core.settings import settings
 from releng.operators import promotion as ops
 
@@ -128,7 +130,7 @@ def _ctx(run_id: str, ti=None) -> dict:
 
 
 def _state(staged):
-    return ops.promotion.StateDir(staged.production_root / ".releng")
+    return StateDir(staged.production_root / ".releng")
 
 
 def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers(staged):
@@ -139,7 +141,7 @@ def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers(staged
     report.execute({**_report_context({"release": "el9", "rc": True}), "run_id": "real"})
     with pytest.raises(AirflowFailException, match=r"RELENG_APPROVERS is empty.*could be answered by any user"):
         _approval(assigned_users=[]).execute(_ctx("real"))
-    ops.approval.pending_file(_state(staged), "real").unlink()  # what a report finding nothing to do leaves
+    approval.pending_file(_state(staged), "real").unlink()  # what a report finding nothing to do leaves
     with pytest.raises(AirflowSkipException, match="identical; nothing to approve"):
         _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(_ctx("real"))
     with pytest.raises(AirflowFailException, match="has no promotion record"):
@@ -159,7 +161,7 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     ti = SimpleNamespace(id="0190", try_number=1, **{"xcom_push": FakeTi({}).xcom_push, "pushed": {}})
     with pytest.raises(AirflowFailException, match="'admin', who is not in RELENG_APPROVERS"):
         op.execute_complete({**_ctx("r1", ti), "task": op}, event)
-    assert ops.approval.load_decision(_state(staged), "r1") is None
+    assert approval.load_decision(_state(staged), "r1") is None
     refused = json.loads((staged.production_root / ".releng" / "promotion-log.jsonl").read_text().splitlines()[-1])
     assert refused["event"] == "refused" and refused["task_id"] == "approve_promotion"
 
@@ -167,7 +169,7 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     ti = FakeTi({})
     ti.id, ti.try_number = "0191", 1
     op.execute_complete({**_ctx("r1", ti), "task": op}, event)
-    decision = ops.approval.load_decision(_state(staged), "r1")
+    decision = approval.load_decision(_state(staged), "r1")
     assert decision["choice"] == "Approve" and decision["decided_by"] == {"id": "approver", "name": "approver"}
     assert decision["decided_at"] == "2026-01-02T00:00:00+00:00" and decision["ti_id"] == "0191"
 
@@ -178,9 +180,9 @@ def test_phases_refuse_without_a_recorded_approval(staged, decision, monkeypatch
     settings.cache_clear()
     report = ops.PromotionReportOperator(task_id="change_report").execute(
         {**_report_context({"release": "el9", "rc": True}), "run_id": "r2"})
-    record = ops.approval.run_record(_state(staged), "r2")
+    record = approval.run_record(_state(staged), "r2")
     if decision == "Reject":
-        ops.approval.record_decision(_state(staged), record, chosen_options=["Reject"],
+        approval.record_decision(_state(staged), record, chosen_options=["Reject"],
                                      responded_by={"id": "approver", "name": "approver"}, responded_at=None,
                                      response_received=True, approvers=("approver",), task={})
     forged = {("change_report", "return_value"): report,
@@ -196,8 +198,8 @@ def test_phases_refuse_without_a_recorded_approval(staged, decision, monkeypatch
 def test_audit_record_is_appended_once(staged):
     op = ops.PromotionReportOperator(task_id="change_report")
     report = op.execute({**_report_context({"release": "el9", "rc": True}), "run_id": "r1"})
-    record = ops.approval.run_record(_state(staged), "r1")
-    ops.approval.record_decision(_state(staged), record, chosen_options=["Reject"], responded_by=None,
+    record = approval.run_record(_state(staged), "r1")
+    approval.record_decision(_state(staged), record, chosen_options=["Reject"], responded_by=None,
                                  responded_at="2026-01-02T00:00:00+00:00", response_received=True,
                                  approvers=("approver",), task={})
     ctx = _ctx("r1")

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from releng.core import promotion, rsync
+from releng.core import rsync
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.change_report import make_report
+from releng.core.promotion.promote_phases import promote_phase
+from releng.core.promotion.record import write_record
+from releng.core.promotion.target import resolve_target
 from releng.core.settings import settings
 from tests.promotion.conftest import build_rpm, fixture_signer, sign_repomd, tree_digest, update_repo
 
@@ -25,15 +30,15 @@ PHASES = ("payload", "metadata", "deletions")
 
 
 def report(run_id: str, **kw) -> dict:
-    target = promotion.resolve_target("el9", True, settings())
-    record = promotion.make_report(target, run_id=run_id, dry_run=kw.get("dry_run", False),
+    target = resolve_target("el9", True, settings())
+    record = make_report(target, run_id=run_id, dry_run=kw.get("dry_run", False),
                                    allow_large_delete=kw.get("allow", False), max_delete=kw.get("max_delete", 0.1))
-    promotion.write_record(target, record)
+    write_record(target, record)
     return record
 
 
 def promote(record: dict, **kw) -> dict:
-    return {p: promotion.promote_phase(record, p, **kw) for p in PHASES}
+    return {p: promote_phase(record, p, **kw) for p in PHASES}
 
 
 def converged(trees) -> bool:
@@ -69,15 +74,15 @@ def test_staging_that_changed_since_the_report_is_refused(staged):
     record = report("r1")
     rpm = next((staged.staging / "AppStream" / "x86_64" / "os" / "Packages").rglob("*.rpm"))
     rpm.write_bytes(rpm.read_bytes() + b"tampered")
-    with pytest.raises(promotion.PromotionError, match=r"staging changed since the approved report \(1 paths, "
+    with pytest.raises(PromotionError, match=r"staging changed since the approved report \(1 paths, "
                                                        r"e.g. AppStream/x86_64/os/Packages/.*nothing was copied"):
-        promotion.promote_phase(record, "payload")
+        promote_phase(record, "payload")
     assert not staged.production.exists()
 
 
 def test_dry_run_records_cannot_be_promoted(staged):
-    with pytest.raises(promotion.PromotionError, match="dry run; nothing may be promoted"):
-        promotion.promote_phase(report("r1", dry_run=True), "payload")
+    with pytest.raises(PromotionError, match="dry run; nothing may be promoted"):
+        promote_phase(report("r1", dry_run=True), "payload")
     assert not staged.production.exists()
 
 
@@ -87,10 +92,10 @@ def test_deletions_are_bounded_exact_and_idempotent(staged):
         subprocess.run(["rm", "-rf", str(victim)], check=True)
     record = report("r2")
     assert record["delete_bound"]["exceeded"] and not record["allow_large_delete"]
-    promotion.promote_phase(record, "payload")
-    promotion.promote_phase(record, "metadata")
-    with pytest.raises(promotion.PromotionError, match="above RELENG_PROMOTION_MAX_DELETE=10%"):
-        promotion.promote_phase(record, "deletions")  # re-checked in the phase, not only in the report
+    promote_phase(record, "payload")
+    promote_phase(record, "metadata")
+    with pytest.raises(PromotionError, match="above RELENG_PROMOTION_MAX_DELETE=10%"):
+        promote_phase(record, "deletions")  # re-checked in the phase, not only in the report
     assert (staged.production / "AppStream" / "x86_64" / "os" / "repodata" / "repomd.xml").exists()
 
     record = report("r3", allow=True)
@@ -100,7 +105,7 @@ def test_deletions_are_bounded_exact_and_idempotent(staged):
     assert done["deletions"]["kept"] == 2  # AppStream/x86_64 and its os/
     assert (staged.production / "AppStream" / "x86_64" / "os").is_dir()
     assert not (staged.production / "AppStream" / "aarch64").exists()
-    rerun = promotion.promote_phase(record, "deletions")
+    rerun = promote_phase(record, "deletions")
     assert rerun["files"] == 0 and rerun["already_gone"] > 0
     subprocess.run(["rm", "-rf", str(staged.staging / "AppStream")], check=True)
     promote(report("r4"))
@@ -120,12 +125,12 @@ def test_a_held_lock_blocks_writers_until_its_holder_dies(staged):
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(promotion.PromotionError, match=r"locked .* by manual sync-to-prod .*waited 1 s"):
-            promotion.promote_phase(record, "payload", lock_wait=1)
+        with pytest.raises(PromotionError, match=r"locked .* by manual sync-to-prod .*waited 1 s"):
+            promote_phase(record, "payload", lock_wait=1)
         assert not staged.production.exists()
         holder.send_signal(signal.SIGKILL)  # a crashed holder: the kernel drops its flock
         holder.wait()
-        promotion.promote_phase(record, "payload", lock_wait=5)
+        promote_phase(record, "payload", lock_wait=5)
         assert staged.production.exists()
     finally:
         holder.kill()
@@ -137,11 +142,11 @@ def test_a_held_lock_blocks_writers_until_its_holder_dies(staged):
 
 PHASE_SCRIPT = """
 import json, sys
-from releng.core import promotion
+from releng.core.promotion.promote_phases import promote_phase
 record = json.loads(open(sys.argv[1]).read())
 for phase in sys.argv[3:]:
     print("start", phase, flush=True)
-    promotion.promote_phase(record, phase, bwlimit_kbps=int(sys.argv[2]) or None)
+    promote_phase(record, phase, bwlimit_kbps=int(sys.argv[2]) or None)
     print("done", phase, flush=True)
 """
 
@@ -325,7 +330,7 @@ def _run_report_operator(params: dict, events: list[dict] | None = None):
     op = PromotionReportOperator(task_id="change_report")
     evs = [SimpleNamespace(extra=e, timestamp=i) for i, e in enumerate(events or [])]
     context = {"params": {"rc": False, "dry_run": False, "allow_large_delete": False, **params},
-               "run_id": "manual__hazard", "ti": _Ti(),
+               "run_id": "manual__hazard", "ti": _Ti(), "dag": SimpleNamespace(dag_id="promote_to_production"),
                "triggering_asset_events": {STAGING_ASSET: evs} if events else {}}
     return op.execute(context)
 
@@ -396,10 +401,10 @@ def test_removing_a_repository_never_leaves_repomd_naming_missing_files(staged, 
             seen.extend(repomd_problems(repo))
         return real_unlink(path, *args, **kwargs)
 
-    promotion.promote_phase(record, "payload")
-    promotion.promote_phase(record, "metadata")
+    promote_phase(record, "payload")
+    promote_phase(record, "metadata")
     monkeypatch.setattr(os, "unlink", checked_unlink)
-    done = promotion.promote_phase(record, "deletions")
+    done = promote_phase(record, "deletions")
     monkeypatch.setattr(os, "unlink", real_unlink)
     assert done["files"] > 10 and seen == []
     assert converged(staged)

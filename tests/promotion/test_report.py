@@ -2,95 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import lzma
 import shutil
-from pathlib import Path
 
 import pytest
 
-from releng.core import promotion, repoverify, rsync
-from releng.core.repoverify import Nevra
+from releng.core import rsync
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.change_report import check_delete_bound, delete_bound, make_report
+from releng.core.promotion.record import load_record, phase_of, record_digest, write_record
+from releng.core.promotion.render import markdown, subject
+from releng.core.promotion.target import release_from_run, resolve_target
 from releng.core.settings import settings
-
-
-@pytest.mark.parametrize("a,b,expected", [
-    ("1.0", "1.0", 0), ("1.0", "1.0.1", -1), ("1.10", "1.9", 1), ("1.0~rc1", "1.0", -1), ("1.0^git1", "1.0", 1),
-    ("1.0~rc1", "1.0~rc2", -1), ("1.0a", "1.0.1", -1), ("2.0.1a", "2.0.1", 1), ("1.001", "1.1", 0),
-    ("5.1-1.el9", "5.1-1.el9_2", -1), ("abc", "abd", -1), ("1.0^", "1.0~", 1), ("el9", "el10", -1),
-])
-def test_rpmvercmp(a, b, expected):
-    assert repoverify.rpmvercmp(a, b) == expected
-    assert repoverify.rpmvercmp(b, a) == -expected
-
-
-def _n(name: str, evr: str, arch: str = "x86_64") -> Nevra:
-    epoch, _, vr = evr.rpartition(":")
-    version, release = vr.split("-")
-    return Nevra(name, arch, int(epoch or 0), version, release)
-
-
-def test_package_changes_by_nevra():
-    before = {_n("bash", "5.1-1"), _n("bash", "5.1-2"), _n("gone", "1-1"), _n("kernel", "1:5.14-1"),
-              _n("same", "1-1", "noarch")}
-    after = {_n("bash", "5.1-1"), _n("bash", "5.1-2"), _n("bash", "5.2-1"), _n("kernel", "1:5.14-2"),
-             _n("same", "1-1", "noarch"), _n("new", "0.1-1", "noarch"), _n("same", "1-1", "i686")}
-    diff = repoverify.package_changes(before, after)
-    assert [str(n) for n in diff.added] == ["new-0.1-1.noarch", "same-1-1.i686"]
-    assert [(str(a), str(b)) for a, b in diff.updated] == [("bash-5.1-2.x86_64", "bash-5.2-1.x86_64"),
-                                                           ("kernel-1:5.14-1.x86_64", "kernel-1:5.14-2.x86_64")]
-    assert [str(n) for n in diff.removed] == ["gone-1-1.x86_64", "kernel-1:5.14-1.x86_64"]
-
-
-PRIMARY = """<?xml version="1.0" encoding="UTF-8"?>
-<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="2">
-<package type="rpm"><name>bash</name><arch>x86_64</arch><version epoch="0" ver="5.1" rel="1.el9"/></package>
-<package type="rpm"><name>kernel</name><arch>x86_64</arch><version epoch="1" ver="5.14" rel="2.el9"/></package>
-</metadata>
-"""
-
-
-def _repo(tmp_path: Path, suffix: str) -> Path:
-    repo = tmp_path / suffix.strip(".") / "repo"
-    (repo / "repodata").mkdir(parents=True)
-    name = f"abc-primary.xml{suffix}"
-    data = PRIMARY.encode()
-    blob = gzip.compress(data) if suffix == ".gz" else lzma.compress(data) if suffix == ".xz" else data
-    (repo / "repodata" / name).write_bytes(blob)
-    (repo / "repodata" / "repomd.xml").write_text(
-        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
-        f'<checksum type="sha256">x</checksum><location href="repodata/{name}"/></data></repomd>')
-    return repo
-
-
-@pytest.mark.parametrize("suffix", [".gz", ".xz", ""])
-def test_read_packages_streams_primary(tmp_path, suffix):
-    assert {str(n) for n in repoverify.read_packages(_repo(tmp_path, suffix))} == {
-        "bash-5.1-1.el9.x86_64", "kernel-1:5.14-2.el9.x86_64"}
-
-
-def test_read_packages_from_real_createrepo_output(fixture_buildsystem, el9):
-    repo = fixture_buildsystem.repo_dir(el9.project_id, "AppStream", "x86_64", hashed=True)
-    names = {f"{n}.rpm" for n in map(str, repoverify.read_packages(repo))}
-    assert names == set(fixture_buildsystem.profiles["el9"]["repos"]["AppStream"]["x86_64"])
-
-
-def test_unreadable_metadata_is_named(tmp_path):
-    repo = _repo(tmp_path, ".gz")
-    (repo / "repodata" / "abc-primary.xml.gz").write_bytes(b"not gzip")
-    with pytest.raises(repoverify.RepoError, match=r"abc-primary\.xml\.gz: cannot read primary metadata"):
-        repoverify.read_packages(repo)
-    (repo / "repodata" / "repomd.xml").write_text(
-        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary"><checksum type="sha256">x'
-        '</checksum><location href="repodata/p.xml.zst"/></data></repomd>')
-    with pytest.raises(repoverify.RepoError, match="zstd/zchunk metadata cannot be read here"):
-        repoverify.read_packages(repo)
-    (repo / "repodata" / "repomd.xml").write_text(
-        '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary"><checksum type="sha256">x'
-        '</checksum><location href="../../etc/passwd"/></data></repomd>')
-    with pytest.raises(repoverify.RepoError, match="points outside the repository"):
-        repoverify.read_packages(repo)
 
 
 @pytest.mark.parametrize("path,phase", [
@@ -106,7 +29,7 @@ def test_unreadable_metadata_is_named(tmp_path):
     ("BaseOS/x86_64/os/images/install.img", "payload"),
 ])
 def test_phase_of(path, phase):
-    assert promotion.phase_of(path) == phase
+    assert phase_of(path) == phase
 
 
 def _stats(files: int, created: int, deleted: int) -> rsync.Stats:
@@ -114,37 +37,37 @@ def _stats(files: int, created: int, deleted: int) -> rsync.Stats:
 
 
 def test_delete_bound():
-    b = promotion.delete_bound(_stats(90, 0, 10), 10, 0.1, False, production_exists=True)
+    b = delete_bound(_stats(90, 0, 10), 10, 0.1, False, production_exists=True)
     assert b["production_files"] == 100 and b["share"] == 0.1 and not b["exceeded"]
-    b = promotion.delete_bound(_stats(89, 0, 11), 11, 0.1, False, production_exists=True)
+    b = delete_bound(_stats(89, 0, 11), 11, 0.1, False, production_exists=True)
     assert b["share"] == 0.11 and b["exceeded"] and not b["allowed"]
-    b = promotion.delete_bound(_stats(50, 50, 0), 0, 0.0, False, production_exists=False)
+    b = delete_bound(_stats(50, 50, 0), 0, 0.0, False, production_exists=False)
     assert b["production_files"] == 0 and not b["exceeded"]
-    b = promotion.delete_bound(_stats(0, 0, 120), 120, 0.1, True, production_exists=True)
+    b = delete_bound(_stats(0, 0, 120), 120, 0.1, True, production_exists=True)
     assert b["share"] == 1.0 and b["exceeded"] and b["allowed"]
-    record = {"delete_bound": promotion.delete_bound(_stats(0, 0, 120), 120, 0.1, False, production_exists=True),
+    record = {"delete_bound": delete_bound(_stats(0, 0, 120), 120, 0.1, False, production_exists=True),
               "allow_large_delete": False, "production_dir": "/p/9.7", "staging_dir": "/s/9.7-RC1"}
-    with pytest.raises(promotion.PromotionError, match=r"120 of 120 production files \(100.0%\) .* above "
+    with pytest.raises(PromotionError, match=r"120 of 120 production files \(100.0%\) .* above "
                                                        r"RELENG_PROMOTION_MAX_DELETE=10%.*allow_large_delete=true"):
-        promotion.check_delete_bound(record)
-    promotion.check_delete_bound({**record, "allow_large_delete": True})
+        check_delete_bound(record)
+    check_delete_bound({**record, "allow_large_delete": True})
 
 
 def test_release_from_run():
-    assert promotion.release_from_run({"release": "el9", "rc": True}, []) == ("el9", True)
+    assert release_from_run({"release": "el9", "rc": True}, []) == ("el9", True)
     events = [{"release": "el9", "rc": False}, {"release": "el9", "rc": True, "source": "general_updates"}]
-    assert promotion.release_from_run({"release": None, "rc": False}, events) == ("el9", True)
-    with pytest.raises(promotion.PromotionError, match="several releases \\(el8, el9\\)"):
-        promotion.release_from_run({}, [{"release": "el9"}, {"release": "el8"}])
-    with pytest.raises(promotion.PromotionError, match="rc is 'yes'"):
-        promotion.release_from_run({}, [{"release": "el9", "rc": "yes"}])
-    with pytest.raises(promotion.PromotionError, match="no release chosen"):
-        promotion.release_from_run({"release": None}, [])
+    assert release_from_run({"release": None, "rc": False}, events) == ("el9", True)
+    with pytest.raises(PromotionError, match="several releases \\(el8, el9\\)"):
+        release_from_run({}, [{"release": "el9"}, {"release": "el8"}])
+    with pytest.raises(PromotionError, match="rc is 'yes'"):
+        release_from_run({}, [{"release": "el9", "rc": "yes"}])
+    with pytest.raises(PromotionError, match="no release chosen"):
+        release_from_run({"release": None}, [])
 
 
 def test_first_report_lists_every_package_as_added(staged, el9):
-    target = promotion.resolve_target("el9", True, settings())
-    record = promotion.make_report(target, run_id="r1", dry_run=False, allow_large_delete=False, max_delete=0.1)
+    target = resolve_target("el9", True, settings())
+    record = make_report(target, run_id="r1", dry_run=False, allow_large_delete=False, max_delete=0.1)
     assert not staged.production.exists()  # a report writes nothing to production
     repos = {r["path"]: r for r in record["repos"]}
     appstream = repos["AppStream/x86_64/os"]
@@ -170,22 +93,22 @@ def staged_listing(el9, repo, arch):
 
 
 def test_record_digest_and_tamper_check(staged):
-    target = promotion.resolve_target("el9", True, settings())
-    record = promotion.make_report(target, run_id="manual__2026-01-01T00:00:00+00:00", dry_run=True,
+    target = resolve_target("el9", True, settings())
+    record = make_report(target, run_id="manual__2026-01-01T00:00:00+00:00", dry_run=True,
                                    allow_large_delete=False, max_delete=0.1)
-    assert record["digest"] == promotion.record_digest(record) and record["digest"].startswith("sha256:")
-    path = promotion.write_record(target, record)
+    assert record["digest"] == record_digest(record) and record["digest"].startswith("sha256:")
+    path = write_record(target, record)
     assert path.parent == staged.production_root / ".releng" / "promotions" and ":" not in path.name
-    assert promotion.load_record(path, record["digest"]) == record
+    assert load_record(path, record["digest"]) == record
     tampered = json.loads(path.read_text())
     tampered["items"][0]["path"] = "../../etc"
     path.write_text(json.dumps(tampered))
-    with pytest.raises(promotion.PromotionError, match="does not match the approved digest"):
-        promotion.load_record(path, record["digest"])
-    tampered["digest"] = promotion.record_digest(tampered)
+    with pytest.raises(PromotionError, match="does not match the approved digest"):
+        load_record(path, record["digest"])
+    tampered["digest"] = record_digest(tampered)
     path.write_text(json.dumps(tampered))
-    with pytest.raises(promotion.PromotionError, match="does not match the approved digest"):
-        promotion.load_record(path, record["digest"])  # a self-consistent record that is not the approved one
+    with pytest.raises(PromotionError, match="does not match the approved digest"):
+        load_record(path, record["digest"])  # a self-consistent record that is not the approved one
 
 
 def test_markdown_is_compact_and_truncated():
@@ -200,12 +123,12 @@ def test_markdown_is_compact_and_truncated():
                          "metadata": {"files": 3, "dirs": 1, "bytes": 10},
                          "deletions": {"files": 50, "dirs": 0, "bytes": 7},
                          "packages": {"added": 50, "updated": 50, "removed": 0}}}
-    md = promotion.markdown(record)
+    md = markdown(record)
     assert "`sha256:ab`" in md and "| copy payload | 100 | 0 | 1.0 GiB |" in md
     assert "**ABOVE THE BOUND** (allowed by allow_large_delete)" in md
     assert md.count("\n| R") == 40 and "| … 10 more | | | 10 | 10 | 0 | 20 | 20.0 KiB | 10 |" in md
     assert "… and 25 more (see the record)" in md and len(md) < 12000
-    assert promotion.subject(record) == ("Promote el9 9.7-RC1 to production 9.7: 50 added, 50 updated, 0 removed "
+    assert subject(record) == ("Promote el9 9.7-RC1 to production 9.7: 50 added, 50 updated, 0 removed "
                                          "packages, 50 files deleted")
 
 
@@ -213,19 +136,19 @@ def test_report_refuses_broken_or_unsigned_staging_metadata(staged, fixture_buil
     from tests.promotion.conftest import fixture_signer
 
     home, fpr = fixture_signer(fixture_buildsystem, tmp_path)
-    target = promotion.resolve_target("el9", True, settings())
+    target = resolve_target("el9", True, settings())
     kw = {"run_id": "r", "dry_run": False, "allow_large_delete": False, "max_delete": 0.1}
-    promotion.make_report(target, signing_key=fpr, gnupghome=home, **kw)  # the fixture's repos are good
+    make_report(target, signing_key=fpr, gnupghome=home, **kw)  # the fixture's repos are good
     (staged.staging / "BaseOS" / "aarch64" / "os" / "repodata" / "repomd.xml.asc").unlink()
     primary = next((staged.staging / "BaseOS" / "x86_64" / "os" / "repodata").glob("*-primary.xml.gz"))
     primary.write_bytes(b"garbage")
-    with pytest.raises(promotion.PromotionError, match=r"not fit to promote \(2 problems\); regenerate or re-sign "
+    with pytest.raises(PromotionError, match=r"not fit to promote \(2 problems\); regenerate or re-sign "
                                                        r"it in staging") as refused:
-        promotion.make_report(target, signing_key=fpr, gnupghome=home, **kw)
+        make_report(target, signing_key=fpr, gnupghome=home, **kw)
     assert "BaseOS/aarch64/os/repodata/repomd.xml.asc: missing; signing is on" in str(refused.value)
-    assert f"repodata/{primary.name} is 7 bytes, repomd.xml says" in str(refused.value)
-    with pytest.raises(promotion.PromotionError, match=r"\(1 problems\)"):
-        promotion.make_report(target, **kw)  # without a signing key only the broken primary counts
+    assert f"BaseOS/x86_64/os/repodata/{primary.name} (primary): size 7, repodata says" in str(refused.value)
+    with pytest.raises(PromotionError, match=r"\(1 problems\)"):
+        make_report(target, **kw)  # without a signing key only the broken primary counts
 
 
 def test_profile_without_a_revision_is_refused(trees, tmp_path, monkeypatch):
@@ -240,4 +163,4 @@ def test_profile_without_a_revision_is_refused(trees, tmp_path, monkeypatch):
     from releng.core.profile import ProfileError
 
     with pytest.raises(ProfileError, match="revision"):
-        promotion.resolve_target("el9", True, settings())
+        resolve_target("el9", True, settings())

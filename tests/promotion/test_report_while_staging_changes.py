@@ -9,7 +9,11 @@ import subprocess
 
 import pytest
 
-from releng.core import promotion
+from releng.core import rsync
+from releng.core.promotion import change_report
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.change_report import REPORT_ATTEMPTS, make_report
+from releng.core.promotion.target import resolve_target
 from releng.core.settings import settings
 from tests.promotion.conftest import build_rpm, fixture_signer, update_repo
 
@@ -18,12 +22,12 @@ KW = {"run_id": "r", "dry_run": True, "allow_large_delete": False, "max_delete":
 
 @pytest.fixture
 def no_wait(monkeypatch):
-    monkeypatch.setattr(promotion, "REPORT_RETRY_SECONDS", 0, raising=False)
+    monkeypatch.setattr(change_report, "REPORT_RETRY_SECONDS", 0, raising=False)
 
 
 def _after_each_dry_run(monkeypatch, action) -> list:
     """Run ``action`` right after every dry run of the report (what a concurrent swap does)."""
-    real_run, runs = promotion.rsync.run, []
+    real_run, runs = rsync.run, []
 
     def run(argv, **kw):
         result = real_run(argv, **kw)
@@ -31,7 +35,7 @@ def _after_each_dry_run(monkeypatch, action) -> list:
         action(len(runs))
         return result
 
-    monkeypatch.setattr(promotion.rsync, "run", run)
+    monkeypatch.setattr(rsync, "run", run)
     return runs
 
 
@@ -40,7 +44,7 @@ def test_a_temp_file_that_vanishes_after_the_dry_run_is_retried(staged, monkeypa
     tmp = repodata / ".0123-primary.xml.gz.tmp"
     tmp.write_bytes(b"half a file")
     runs = _after_each_dry_run(monkeypatch, lambda _n: tmp.unlink(missing_ok=True))  # the swap renames it
-    record = promotion.make_report(promotion.resolve_target("el9", True, settings()), **KW)
+    record = make_report(resolve_target("el9", True, settings()), **KW)
     assert len(runs) == 2
     assert not any(".tmp" in i["path"] for i in record["items"])
 
@@ -54,10 +58,10 @@ def test_staging_that_never_holds_still_is_a_clear_refusal(staged, monkeypatch, 
 
     swap(0)
     runs = _after_each_dry_run(monkeypatch, swap)
-    with pytest.raises(promotion.PromotionError, match=r"staging changed while the report was being made .*; "
+    with pytest.raises(PromotionError, match=r"staging changed while the report was being made .*; "
                                                        r"run the promotion again"):
-        promotion.make_report(promotion.resolve_target("el9", True, settings()), **KW)
-    assert len(runs) == promotion.REPORT_ATTEMPTS
+        make_report(resolve_target("el9", True, settings()), **KW)
+    assert len(runs) == REPORT_ATTEMPTS
 
 
 def test_metadata_swapped_in_after_the_dry_run_is_reported_as_it_is_now(staged, monkeypatch, no_wait, tmp_path,
@@ -66,16 +70,16 @@ def test_metadata_swapped_in_after_the_dry_run_is_reported_as_it_is_now(staged, 
     try:
         repo = staged.staging / "AppStream" / "x86_64" / "os"
         rpm = build_rpm(tmp_path, "foo-data", "1.1", gnupghome=home, fpr=fpr)
-        target = promotion.resolve_target("el9", True, settings())
+        target = resolve_target("el9", True, settings())
         kw = {**KW, "signing_key": fpr, "gnupghome": home}
-        promotion.make_report(target, **kw)  # staging as it was is fine
+        make_report(target, **kw)  # staging as it was is fine
 
         def swap(n: int) -> None:
             if n == 1:  # new repodata and signature, the old primary deleted, right after the first dry run
                 update_repo(repo, [rpm], gnupghome=home, fpr=fpr)
 
         runs = _after_each_dry_run(monkeypatch, swap)
-        record = promotion.make_report(target, **kw)
+        record = make_report(target, **kw)
         assert len(runs) == 2
         appstream = {r["path"]: r for r in record["repos"]}["AppStream/x86_64/os"]
         assert "foo-data-1.1-1.el9.noarch" in appstream["added"]

@@ -14,11 +14,14 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from releng.assets import STAGING_ASSET
-from releng.core import promotion, repoverify, staging
 from releng.core.compose import prepare_compose
 from releng.core.compose import status as compose_status
 from releng.core.layout import ComposeLayout
+from releng.core.promotion.change_report import make_report
+from releng.core.promotion.target import resolve_target
+from releng.core.repo.signatures import SignatureChecker
 from releng.core.settings import settings
+from releng.core.staging import sync_to_staging
 from releng.operators.compose import SyncToStagingOperator
 
 REPOS = (("BaseOS", "x86_64"), ("AppStream", "x86_64"), ("BaseOS", "aarch64"))
@@ -68,8 +71,8 @@ def _stage(summary: dict) -> dict:
 
 
 def _report(key: str, home: Path) -> dict:
-    target = promotion.resolve_target("el9", True, settings())
-    return promotion.make_report(target, run_id="r", dry_run=True, allow_large_delete=False, max_delete=0.1,
+    target = resolve_target("el9", True, settings())
+    return make_report(target, run_id="r", dry_run=True, allow_large_delete=False, max_delete=0.1,
                                  signing_key=key, gnupghome=home)
 
 
@@ -84,7 +87,7 @@ def test_a_build_system_signed_compose_is_staged_signed_with_the_release_key(fin
     monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", fpr)
     monkeypatch.setenv("RELENG_GNUPGHOME", str(home))
     settings.cache_clear()
-    checker = repoverify.SignatureChecker(fpr, home)
+    checker = SignatureChecker(fpr, home)
     try:
         assert all("does not verify" in checker.problem(r) for r in _repomds(layout.compose))  # the build system's
         _stage(summary)
@@ -124,7 +127,7 @@ def test_the_signature_lands_by_rename_right_after_its_repomd(finished, trees, r
         renames.append((src, dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(staging.os, "replace", replace)
+    monkeypatch.setattr(sync_to_staging.os, "replace", replace)
     _stage(summary)
     published = [dst for _src, dst in renames if "/repodata/repomd.xml" in dst]
     assert len(published) == 2 * (len(REPOS) + 1)

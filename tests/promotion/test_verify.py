@@ -9,7 +9,13 @@ import subprocess
 
 import pytest
 
-from releng.core import promotion, repoverify
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.change_report import make_report
+from releng.core.promotion.promote_phases import promote_phase
+from releng.core.promotion.target import resolve_target
+from releng.core.promotion.verify_production import verify_production
+from releng.core.repo.repomd import RepoError, find_repos
+from releng.core.repo.verify import verify_tree
 from releng.core.settings import settings
 from tests.promotion.conftest import fixture_signer
 
@@ -31,9 +37,9 @@ def _primary(tree):
 
 def test_good_tree_verifies_with_signatures(tree, fixture_buildsystem, tmp_path):
     home, fpr = fixture_signer(fixture_buildsystem, tmp_path)
-    result = repoverify.verify_tree(tree, signing_key=fpr, gnupghome=home)
-    assert result.problems == [] and result.repos == 3 and result.signatures == 3 and result.bytes_hashed > 0
-    assert repoverify.find_repos(tree) == sorted(
+    result = verify_tree(tree, signing_key=fpr, gnupghome=home)
+    assert result.problems() == [] and result.repos == 3 and result.signatures == 3 and result.bytes_hashed > 0
+    assert find_repos(tree) == sorted(
         p.relative_to(tree) for p in (tree / "BaseOS/x86_64/os", tree / "AppStream/aarch64/os",
                                       tree / "BaseOS/source/tree"))
 
@@ -47,11 +53,11 @@ def test_missing_wrong_and_resized_files_are_named(tree):
     other.unlink()
     filelists = next((tree / "BaseOS" / "source" / "tree" / "repodata").glob("*-filelists.xml.gz"))
     filelists.write_bytes(filelists.read_bytes() + b"x")
-    problems = repoverify.verify_tree(tree).problems
+    problems = verify_tree(tree).problems()
     assert len(problems) == 3, problems
-    assert any(f"names repodata/{other.name} (other), which does not exist" in p for p in problems)
-    assert any(f"repodata/{primary.name} has sha256 " in p and "repomd.xml says" in p for p in problems)
-    assert any(f"repodata/{filelists.name} is " in p and "bytes, repomd.xml says" in p for p in problems)
+    assert any(f"AppStream/aarch64/os/repodata/{other.name} (other): missing" in p for p in problems)
+    assert any(f"repodata/{primary.name} (primary): sha256 " in p and "repodata says" in p for p in problems)
+    assert any(f"repodata/{filelists.name} (filelists): size " in p and ", repodata says" in p for p in problems)
 
 
 def test_signatures_must_exist_and_come_from_the_configured_key(tree, fixture_buildsystem, tmp_path):
@@ -64,41 +70,41 @@ def test_signatures_must_exist_and_come_from_the_configured_key(tree, fixture_bu
     repomd = tree / "AppStream" / "aarch64" / "os" / "repodata" / "repomd.xml"
     subprocess.run(["gpg", "--homedir", str(other_home), "--batch", "--yes", "--armor", "--detach-sign", "-o",
                     f"{repomd}.asc", str(repomd)], check=True, capture_output=True)
-    problems = repoverify.verify_tree(tree, signing_key=fpr, gnupghome=home).problems
+    problems = verify_tree(tree, signing_key=fpr, gnupghome=home).problems()
     assert len(problems) == 2, problems
     assert any("BaseOS/x86_64/os/repodata/repomd.xml.asc: missing; signing is on" in p for p in problems)
     assert any("AppStream/aarch64/os/repodata/repomd.xml.asc: does not verify repomd.xml" in p for p in problems)
-    assert repoverify.verify_tree(tree).problems == []  # without a signing key, signatures are not required
+    assert verify_tree(tree).problems() == []  # without a signing key, signatures are not required
 
 
 def test_an_unknown_signing_key_is_a_clear_error(tree, tmp_path):
     empty = tmp_path / "empty-gnupg"
     empty.mkdir(mode=0o700)
-    with pytest.raises(repoverify.RepoError, match=r"signing key 'ABCDEF' is not in the keyring .*empty-gnupg"):
-        repoverify.verify_tree(tree, signing_key="ABCDEF", gnupghome=empty)
+    with pytest.raises(RepoError, match=r"signing key 'ABCDEF' is not in the keyring .*empty-gnupg"):
+        verify_tree(tree, signing_key="ABCDEF", gnupghome=empty)
 
 
 def test_the_cache_skips_unchanged_files_and_catches_changed_ones(tree, tmp_path):
     cache = tmp_path / "cache.json"
-    assert repoverify.verify_tree(tree, cache_file=cache).bytes_hashed > 0
-    assert repoverify.verify_tree(tree, cache_file=cache).bytes_hashed == 0
+    assert verify_tree(tree, cache_file=cache).bytes_hashed > 0
+    assert verify_tree(tree, cache_file=cache).bytes_hashed == 0
     primary = _primary(tree)
     data = bytearray(primary.read_bytes())
     data[-1] ^= 0xFF
     st = primary.stat()
     primary.write_bytes(bytes(data))
     os.utime(primary, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: the ctime still moves
-    result = repoverify.verify_tree(tree, cache_file=cache)
-    assert result.bytes_hashed == len(data) and len(result.problems) == 1
+    result = verify_tree(tree, cache_file=cache)
+    assert result.bytes_hashed == len(data) and len(result.problems()) == 1
 
 
 def test_verify_production_fails_with_the_problems(staged):
-    target = promotion.resolve_target("el9", True, settings())
-    record = promotion.make_report(target, run_id="r", dry_run=False, allow_large_delete=False, max_delete=0.1)
+    target = resolve_target("el9", True, settings())
+    record = make_report(target, run_id="r", dry_run=False, allow_large_delete=False, max_delete=0.1)
     for phase in ("payload", "metadata", "deletions"):
-        promotion.promote_phase(record, phase)
-    assert promotion.verify_production(target, settings())["repos"] == 11
+        promote_phase(record, phase)
+    assert verify_production(target, settings())["repos"] == 11
     next((staged.production / "BaseOS" / "x86_64" / "kickstart" / "repodata").glob("*-primary.xml.gz")).unlink()
-    with pytest.raises(promotion.PromotionError, match=r"failed verification \(1 problems\); the file lists were "
-                                                       r"not updated.*\n.*kickstart/repodata/repomd.xml: names"):
-        promotion.verify_production(target, settings())
+    with pytest.raises(PromotionError, match=r"failed verification \(1 problems\); the file lists were not updated"
+                                             r".*\n.*kickstart/repodata/\S+-primary\.xml\.gz \(primary\): missing"):
+        verify_production(target, settings())

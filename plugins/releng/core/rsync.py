@@ -1,8 +1,7 @@
 """rsync for promotions: the one set of flag sets, argv builders, and the itemized-output parser.
 
 Every rsync the pipeline runs between staging and production is built here, so
-the flags live in one place (../shared/reference/sync.md §1.5 lists the old
-scripts' flags and what they got wrong):
+the flags live in one place:
 
 * ``TREE_FLAGS``: links as links, permissions as published (``RSYNC_CHMOD``:
   directories 0755, files 0644 or 0755, whatever the source had), times,
@@ -34,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from releng.core.fs import human_bytes
 from releng.core.modes import RSYNC_CHMOD
 
 TREE_FLAGS = ("--links", "--perms", "--times", "--modify-window=-1", "--hard-links", "--sparse", RSYNC_CHMOD)
@@ -234,14 +234,6 @@ class RunResult:
     @property
     def bytes(self) -> int:
         return sum(c.size for c in self.changes if c.transfers_data)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _lines(stream) -> Iterator[bytes]:

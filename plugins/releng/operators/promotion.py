@@ -5,13 +5,12 @@ and returns a small dict for XCom. XComs are for people and the UI only: any
 user with DAG edit rights can write them through the REST API, so every task
 after the report acts on the run's record file (its path comes from the run
 id) and on the decision the approval task stored from Airflow's own record of
-the answer (:mod:`releng.core.approval`).
+the answer (:mod:`releng.core.promotion.approval`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -19,38 +18,14 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
-from releng.core import approval, promotion
 from releng.core.profile import ProfileError
-from releng.core.repoverify import RepoError
+from releng.core.promotion import approval, change_report, promote_phases, render, update_file_lists, verify_production
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.target import PromotionTarget, state_dir
+from releng.core.repo.repomd import RepoError
 from releng.core.settings import Settings, settings
 
 DECISION_KEY = "decision"
-
-
-def _state(cfg: Settings) -> promotion.StateDir:
-    return promotion.StateDir(Path(cfg.production_root) / promotion.STATE_DIR)
-
-
-def _refuse(context: Context, state: promotion.StateDir, exc: approval.PromotionRefused) -> AirflowFailException:
-    """Log a refused production step in the audit log; returns the task failure to raise."""
-    run_id = context["run_id"]
-    try:
-        record: Mapping | None = approval.run_record(state, run_id)
-    except promotion.PromotionError:
-        record = None
-    promotion.append_audit(state, approval.refusal_entry(record, run_id, context["dag"].dag_id,
-                                                         context["task"].task_id, str(exc)))
-    return AirflowFailException(f"refused: {exc}")
-
-
-def _approved_record(context: Context, cfg: Settings) -> dict:
-    state = _state(cfg)
-    try:
-        return approval.approved_record(state, context["run_id"], cfg.approvers)
-    except approval.PromotionRefused as exc:
-        raise _refuse(context, state, exc) from None
-    except promotion.PromotionError as exc:
-        raise AirflowFailException(str(exc)) from None
 
 
 def approvers_as_users(approvers: tuple[str, ...]) -> list[dict[str, str]]:
@@ -85,56 +60,22 @@ class PromotionReportOperator(BaseOperator):
         super().__init__(**kwargs)
         self.release = release
         self.rc = rc
-        self.dry_run = dry_run
+        self.report_only = dry_run  # BaseOperator.dry_run is a method
         self.allow_large_delete = allow_large_delete
 
     def execute(self, context: Context) -> dict:
         params = context["params"]
-        dry_run = bool(params.get("dry_run", False) if self.dry_run is None else self.dry_run)
+        dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
                      else self.allow_large_delete)
-        cfg = settings()
         try:
-            if self.release:
-                release, rc, extras = self.release, bool(self.rc), []
-            else:
-                extras = _staging_event_extras(context)
-                release, rc = promotion.release_from_run(params, extras)
-            target = promotion.resolve_target(release, rc, cfg)
-            promotion.check_event_staging_dir(target, extras)
-        except (promotion.PromotionError, ProfileError) as exc:
+            summary = change_report.change_report(
+                settings(), run_id=context["run_id"], dag_id=context["dag"].dag_id, release=self.release,
+                rc=self.rc, params=params, event_extras=[] if self.release else _staging_event_extras(context),
+                dry_run=dry_run, allow_large_delete=allow, log=self.log.info, warn=self.log.warning)
+        except (PromotionError, ProfileError, RepoError) as exc:
             raise AirflowFailException(str(exc)) from None
-        self.log.info("promoting %s: %s -> %s%s", release, target.staging_dir, target.production_dir,
-                      " (dry run)" if dry_run else "")
-        try:
-            record = promotion.make_report(target, run_id=context["run_id"], dry_run=dry_run,
-                                           allow_large_delete=allow, max_delete=cfg.promotion_max_delete,
-                                           signing_key=cfg.repo_signing_key, gnupghome=cfg.gnupghome,
-                                           log=self.log.info)
-        except (promotion.PromotionError, RepoError) as exc:
-            raise AirflowFailException(str(exc)) from None
-        state = _state(cfg)
-        for entry in approval.close_abandoned(state, context["run_id"], context["dag"].dag_id):
-            self.log.warning("audit: run %s %s", entry["run_id"], entry["outcome"])
-        approval.revoke(state, context["run_id"])
-        path = promotion.write_record(target, record)
-        self.log.info("promotion record %s (%s)", path, record["digest"])
-        for item in record["items"][:200]:
-            self.log.info("%s %s", item["code"], item["path"])
-        if len(record["items"]) > 200:
-            self.log.info("... %d more changes in the record", len(record["items"]) - 200)
-        stale = promotion.lists_stale(target)
-        if not dry_run:
-            try:
-                promotion.check_delete_bound(record)
-            except promotion.PromotionError as exc:
-                raise AirflowFailException(str(exc)) from None
-            if approval.needs_approval(record, stale):
-                approval.open_run(state, record)
-        return {"record": str(path), "digest": record["digest"], "target": target.as_dict(), "dry_run": dry_run,
-                "changes": len(record["items"]), "lists_stale": stale,
-                "totals": record["totals"], "delete_bound": record["delete_bound"],
-                "subject": promotion.subject(record), "markdown": promotion.markdown(record)}
+        return summary.to_xcom()
 
 
 class PromotionApprovalOperator(ApprovalOperator):
@@ -149,57 +90,38 @@ class PromotionApprovalOperator(ApprovalOperator):
     """
 
     def execute(self, context: Context):
-        cfg = settings()
-        state = _state(cfg)
-        approval.revoke(state, context["run_id"])  # asking again (a cleared task) withdraws an earlier answer
         try:
-            record = approval.run_record(state, context["run_id"])
-        except promotion.PromotionError as exc:
+            record = approval.approval_request(state_dir(settings()), context["run_id"])
+        except approval.NothingToApprove as exc:
+            raise AirflowSkipException(str(exc)) from None
+        except PromotionError as exc:
             raise AirflowFailException(str(exc)) from None
-        if record["dry_run"]:
-            raise AirflowSkipException("dry run: the change report is the result; nothing to approve or promote")
-        if not approval.pending_file(state, context["run_id"]).exists():
-            raise AirflowSkipException("staging and production are identical; nothing to approve")
         if not self.assigned_users:
             raise AirflowFailException(
                 "RELENG_APPROVERS is empty, so nobody is assigned to approve this promotion (an unassigned request "
                 "could be answered by any user). Set RELENG_APPROVERS=user1,user2 for the dag-processor, scheduler "
                 "and workers, then trigger the promotion again")
-        self.subject = promotion.subject(record)
-        self.body = promotion.markdown(record)
+        self.subject = render.subject(record)
+        self.body = render.markdown(record)
         self.log.info("asking %s to approve %s", ", ".join(u["id"] for u in self.assigned_users), record["digest"])
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        # ``event`` is Airflow's own record of the answer: the API server (or the scheduler's timeout
-        # sweep) builds it from the request's hitl_detail row and resumes the task with it through the
-        # execution API; no REST route can write it, unlike XComs.
         ti = context["ti"]
         cfg = settings()
-        state = _state(cfg)
         try:
-            record = approval.run_record(state, context["run_id"])
-            if "error" in event:
-                raise approval.PromotionRefused(f"the approval request ended without an answer ({event.get('error')})"
-                                                "; nothing was promoted. Trigger the promotion again")
-            at = event.get("responded_at")
-            decision = approval.record_decision(
-                state, record, chosen_options=event.get("chosen_options"), responded_by=event.get("responded_by_user"),
-                responded_at=at.isoformat() if hasattr(at, "isoformat") else at, response_received=True,
-                approvers=cfg.approvers,
-                task={"dag_id": context["dag"].dag_id, "task_id": self.task_id, "ti_id": str(ti.id),
-                      "try_number": ti.try_number})
+            decision = approval.decide(state_dir(cfg), context["run_id"], event, cfg.approvers,
+                                       {"dag_id": context["dag"].dag_id, "task_id": self.task_id,
+                                        "ti_id": str(ti.id), "try_number": ti.try_number})
         except approval.PromotionRefused as exc:
-            raise _refuse(context, state, exc) from None
-        except promotion.PromotionError as exc:
+            raise AirflowFailException(f"refused: {exc}") from None
+        except PromotionError as exc:
             raise AirflowFailException(str(exc)) from None
         self.log.info("Airflow recorded %s by %s at %s for %s", decision["choice"],
                       (decision["decided_by"] or {}).get("id", "nobody (timeout default)"), decision["decided_at"],
                       decision["digest"])
         # For people reading the run in the UI; the phases read the decision file, never this XCom.
-        ti.xcom_push(key=DECISION_KEY, value={"chosen_options": [decision["choice"]],
-                                              "responded_by_user": decision["decided_by"],
-                                              "responded_at": decision["decided_at"]})
+        ti.xcom_push(key=DECISION_KEY, value=approval.decision_for_people(decision))
         return super().execute_complete(context, event)
 
 
@@ -209,18 +131,19 @@ class _AfterApprovalOperator(BaseOperator):
     def step_name(self) -> str:
         raise NotImplementedError
 
-    def run_step(self, record: dict, cfg: Settings) -> dict:
+    def action(self, cfg: Settings) -> Callable[[dict], dict]:
         raise NotImplementedError
 
     def execute(self, context: Context) -> dict:
         cfg = settings()
-        record = _approved_record(context, cfg)
         try:
-            result = self.run_step(record, cfg)
-        except promotion.PromotionError as exc:
+            return approval.approved_step(state_dir(cfg), context["run_id"], cfg.approvers, self.step_name(),
+                                          self.action(cfg), dag_id=context["dag"].dag_id,
+                                          task_id=context["task"].task_id)
+        except approval.PromotionRefused as exc:
+            raise AirflowFailException(f"refused: {exc}") from None
+        except PromotionError as exc:
             raise AirflowFailException(str(exc)) from None
-        approval.save_step(_state(cfg), context["run_id"], record["digest"], self.step_name(), result)
-        return result
 
 
 class PromotePhaseOperator(_AfterApprovalOperator):
@@ -240,28 +163,31 @@ class PromotePhaseOperator(_AfterApprovalOperator):
     def step_name(self) -> str:
         return self.phase
 
-    def run_step(self, record: dict, cfg: Settings) -> dict:
-        return promotion.promote_phase(record, self.phase, log=self.log.info, bwlimit_kbps=self.bwlimit_kbps)
+    def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        return lambda record: promote_phases.promote_phase(record, self.phase, log=self.log.info,
+                                                           bwlimit_kbps=self.bwlimit_kbps)
 
 
 class VerifyProductionOperator(_AfterApprovalOperator):
     """Check every repomd.xml of the promoted release: named files exist with their checksums, signatures verify."""
 
     def step_name(self) -> str:
-        return "verify_production"
+        return approval.VERIFY_STEP
 
-    def run_step(self, record: dict, cfg: Settings) -> dict:
-        return promotion.verify_production(promotion.PromotionTarget.from_dict(record), cfg, log=self.log.info)
+    def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        return lambda record: verify_production.verify_production(PromotionTarget.from_dict(record), cfg,
+                                                                  log=self.log.info)
 
 
 class UpdateFileListsOperator(_AfterApprovalOperator):
     """Regenerate ``fullfilelist`` and ``fullfiletimelist-<category>`` for the production category."""
 
     def step_name(self) -> str:
-        return "update_file_lists"
+        return approval.FILE_LISTS_STEP
 
-    def run_step(self, record: dict, cfg: Settings) -> dict:
-        return promotion.update_file_lists(promotion.PromotionTarget.from_dict(record), log=self.log.info)
+    def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        return lambda record: update_file_lists.update_file_lists(PromotionTarget.from_dict(record),
+                                                                  log=self.log.info)
 
 
 class RecordPromotionOperator(BaseOperator):
@@ -273,18 +199,15 @@ class RecordPromotionOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
-        cfg = settings()
-        state = _state(cfg)
-        run_id = context["run_id"]
-        if not approval.pending_file(state, run_id).exists() and approval.load_decision(state, run_id) is None:
+        try:
+            closed = approval.record_promotion(state_dir(settings()), context["run_id"], context["dag"].dag_id)
+        except PromotionError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if closed is None:
             raise AirflowSkipException("no approval was asked in this run (dry run, nothing to approve, or the "
                                        "report failed); nothing to record")
-        try:
-            record = approval.run_record(state, run_id)
-        except promotion.PromotionError as exc:
-            raise AirflowFailException(str(exc)) from None
-        entry, appended = approval.close_run(state, record, context["dag"].dag_id)
+        entry, appended = closed
         user = (entry["decided_by"] or {}).get("id")
-        self.log.info("audit: %s by %s (%s)%s", entry["outcome"], user or "nobody", record["digest"],
+        self.log.info("audit: %s by %s (%s)%s", entry["outcome"], user or "nobody", entry["digest"],
                       "" if appended else "; already in the log")
-        return {"outcome": entry["outcome"], "decided_by": user, "digest": record["digest"]}
+        return {"outcome": entry["outcome"], "decided_by": user, "digest": entry["digest"]}

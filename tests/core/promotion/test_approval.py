@@ -6,15 +6,18 @@ import json
 
 import pytest
 
-from releng.core import approval, promotion
+from releng.core.promotion import approval
+from releng.core.promotion.base import PromotionError
+from releng.core.promotion.record import record_digest
+from releng.core.promotion.target import StateDir
 
 RUN = "manual__2026-11-28T04:15:00+00:00"
 
 
-def make_record(state: promotion.StateDir, run_id: str = RUN, **extra) -> dict:
+def make_record(state: StateDir, run_id: str = RUN, **extra) -> dict:
     record = {"version": 1, "run_id": run_id, "release": "el9", "rc": False, "dry_run": False,
               "staging_dir": "/s/9.7", "production_dir": "/p/9.7", "items": [{"path": "a"}], **extra}
-    record["digest"] = promotion.record_digest(record)
+    record["digest"] = record_digest(record)
     state.record_file(run_id).parent.mkdir(parents=True, exist_ok=True)
     state.record_file(run_id).write_text(json.dumps(record))
     return record
@@ -22,7 +25,7 @@ def make_record(state: promotion.StateDir, run_id: str = RUN, **extra) -> dict:
 
 @pytest.fixture
 def state(tmp_path):
-    return promotion.StateDir(tmp_path / ".releng")
+    return StateDir(tmp_path / ".releng")
 
 
 def decide(state, record, choice="Approve", user="approver", approvers=("approver",)):
@@ -72,7 +75,7 @@ def test_a_record_changed_after_the_approval_is_refused(state):
     decide(state, record)
     changed = {**record, "items": []}
     state.record_file(RUN).write_text(json.dumps(changed))
-    with pytest.raises(promotion.PromotionError, match="does not match the approved digest"):
+    with pytest.raises(PromotionError, match="does not match the approved digest"):
         approval.approved_record(state, RUN, ("approver",))
 
 

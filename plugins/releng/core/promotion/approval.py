@@ -22,23 +22,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from releng.core.promotion import (
-    PromotionError,
-    StateDir,
-    _atomic_write,
-    _slug,
-    append_audit,
-    load_record,
-    record_digest,
-    utc_now,
-)
+from releng.core import fs
+from releng.core.promotion.audit import append_audit
+from releng.core.promotion.base import PromotionError, slug, utc_now
+from releng.core.promotion.record import load_record, record_digest
+from releng.core.promotion.target import StateDir
 
 APPROVE = "Approve"
 REJECT = "Reject"
-STEPS = ("payload", "metadata", "deletions", "verify_production", "update_file_lists")
+VERIFY_STEP = "verify_production"
+FILE_LISTS_STEP = "update_file_lists"
+STEPS = ("payload", "metadata", "deletions", VERIFY_STEP, FILE_LISTS_STEP)
 
 
 class PromotionRefused(PromotionError):
@@ -50,20 +48,21 @@ def _run_dir(state: StateDir, kind: str) -> Path:
 
 
 def decision_file(state: StateDir, run_id: str) -> Path:
-    return _run_dir(state, "decisions") / f"{_slug(run_id)}.json"
+    return _run_dir(state, "decisions") / f"{slug(run_id)}.json"
 
 
 def pending_file(state: StateDir, run_id: str) -> Path:
-    return _run_dir(state, "pending") / f"{_slug(run_id)}.json"
+    return _run_dir(state, "pending") / f"{slug(run_id)}.json"
 
 
 def step_file(state: StateDir, run_id: str, step: str) -> Path:
-    return _run_dir(state, "steps") / f"{_slug(run_id)}.{step}.json"
+    return _run_dir(state, "steps") / f"{slug(run_id)}.{step}.json"
 
 
 def _write_json(path: Path, data: Mapping) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False, default=str))
+    fs.atomic_write(path, json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False, default=str),
+                    errors="surrogateescape")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -114,6 +113,24 @@ def revoke(state: StateDir, run_id: str) -> None:
     decision_file(state, run_id).unlink(missing_ok=True)
 
 
+class NothingToApprove(Exception):
+    """The run has nothing for an approver to decide: a dry run, or staging equals production."""
+
+
+def approval_request(state: StateDir, run_id: str) -> dict:
+    """The record to ask the approvers about; asking again (a cleared task) withdraws an earlier answer.
+
+    :class:`NothingToApprove` for a dry run and for a run whose report opened nothing at the gate.
+    """
+    revoke(state, run_id)
+    record = run_record(state, run_id)
+    if record["dry_run"]:
+        raise NothingToApprove("dry run: the change report is the result; nothing to approve or promote")
+    if not pending_file(state, run_id).exists():
+        raise NothingToApprove("staging and production are identical; nothing to approve")
+    return record
+
+
 # --- the decision ------------------------------------------------------------------------------
 
 
@@ -144,6 +161,36 @@ def record_decision(state: StateDir, record: Mapping, *, chosen_options: Iterabl
     return decision
 
 
+def decide(state: StateDir, run_id: str, event: Mapping[str, Any], approvers: Iterable[str],
+           task: Mapping) -> dict:
+    """Store the answer in ``event``, Airflow's own record of it; a refusal is logged in the audit log.
+
+    The API server (or the scheduler's timeout sweep) builds ``event`` from the
+    request's hitl_detail row and resumes the approval task with it through the
+    execution API; no REST route can write it, unlike XComs. ``task`` names the
+    approval task instance (dag_id, task_id, ti_id, try_number).
+    """
+    try:
+        record = run_record(state, run_id)
+        if "error" in event:
+            raise PromotionRefused(f"the approval request ended without an answer ({event.get('error')})"
+                                   "; nothing was promoted. Trigger the promotion again")
+        at: Any = event.get("responded_at")
+        return record_decision(
+            state, record, chosen_options=event.get("chosen_options"), responded_by=event.get("responded_by_user"),
+            responded_at=at.isoformat() if hasattr(at, "isoformat") else at, response_received=True,
+            approvers=approvers, task=task)
+    except PromotionRefused as exc:
+        refuse(state, run_id, task["dag_id"], task["task_id"], exc)
+        raise
+
+
+def decision_for_people(decision: Mapping) -> dict:
+    """The decision in the shape of Airflow's HITL answer, for the UI; nothing acts on it."""
+    return {"chosen_options": [decision["choice"]], "responded_by_user": decision["decided_by"],
+            "responded_at": decision["decided_at"]}
+
+
 def load_decision(state: StateDir, run_id: str) -> dict | None:
     return _read_json(decision_file(state, run_id))
 
@@ -171,6 +218,33 @@ def approved_record(state: StateDir, run_id: str, approvers: Iterable[str]) -> d
 
 
 # --- steps and audit ---------------------------------------------------------------------------
+
+
+def refuse(state: StateDir, run_id: str, dag_id: str, task_id: str, exc: PromotionRefused) -> None:
+    """Log a refused production step in the audit log."""
+    try:
+        record: Mapping | None = run_record(state, run_id)
+    except PromotionError:
+        record = None
+    append_audit(state, refusal_entry(record, run_id, dag_id, task_id, str(exc)))
+
+
+def approved_step(state: StateDir, run_id: str, approvers: Iterable[str], step: str,
+                  action: Callable[[dict], dict], *, dag_id: str, task_id: str) -> dict:
+    """Run ``action`` on the record an approver approved for this run and store its result as ``step``'s.
+
+    Without a valid recorded approval the refusal is logged in the audit log and
+    :class:`PromotionRefused` raised; ``action`` does not run.
+    """
+    try:
+        record = approved_record(state, run_id, approvers)
+    except PromotionRefused as exc:
+        refuse(state, run_id, dag_id, task_id, exc)
+        raise
+    result = action(record)
+    save_step(state, run_id, record["digest"], step, result)
+    return result
+
 
 
 def save_step(state: StateDir, run_id: str, digest: str, step: str, result: Mapping) -> None:
@@ -230,6 +304,16 @@ def close_run(state: StateDir, record: Mapping, dag_id: str) -> tuple[dict, bool
     appended = append_audit(state, entry)
     pending_file(state, record["run_id"]).unlink(missing_ok=True)
     return entry, appended
+
+
+def record_promotion(state: StateDir, run_id: str, dag_id: str) -> tuple[dict, bool] | None:
+    """The ``record_promotion`` step: close the run in the audit log; (entry, appended).
+
+    None when no approval was asked in this run (dry run, nothing to approve, or the report failed).
+    """
+    if not pending_file(state, run_id).exists() and load_decision(state, run_id) is None:
+        return None
+    return close_run(state, run_record(state, run_id), dag_id)
 
 
 def close_abandoned(state: StateDir, current_run_id: str, dag_id: str) -> list[dict]:

@@ -1,0 +1,78 @@
+"""The approval request's text, rendered from a promotion record: a one-line subject and a Markdown body."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from releng.core import fs
+
+MARKDOWN_ROWS = 40
+MARKDOWN_PACKAGES = 25
+
+
+def subject(record: Mapping) -> str:
+    t = record["totals"]
+    src = Path(record["staging_dir"]).name
+    return (f"Promote {record['release']} {src} to production {Path(record['production_dir']).name}: "
+            f"{t['packages']['added']} added, {t['packages']['updated']} updated, {t['packages']['removed']} "
+            f"removed packages, {t['deletions']['files']} files deleted")
+
+
+def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARKDOWN_PACKAGES) -> str:
+    """The approval request body: totals, the delete bound, a per repository table, the first package changes."""
+    t, b = record["totals"], record["delete_bound"]
+    h = fs.human_bytes
+    lines = [
+        f"**Release** `{record['release']}` · **staging** `{record['staging_dir']}` → "
+        f"**production** `{record['production_dir']}`",
+        "",
+        f"**Report digest** `{record['digest']}` (record `{record['run_id']}`)",
+        "",
+        "| phase | files | dirs | bytes |",
+        "|---|---:|---:|---:|",
+        f"| copy payload | {t['payload']['files']} | {t['payload']['dirs']} | {h(t['payload']['bytes'])} |",
+        f"| copy metadata | {t['metadata']['files']} | {t['metadata']['dirs']} | {h(t['metadata']['bytes'])} |",
+        f"| delete | {t['deletions']['files']} | {t['deletions']['dirs']} | {h(t['deletions']['bytes'])} |",
+        "",
+    ]
+    verdict = ("**ABOVE THE BOUND**" + (" (allowed by allow_large_delete)" if b["allowed"] else " (will be refused)")
+               if b["exceeded"] else "within the bound")
+    superseded = b.get("superseded_metadata", 0)
+    not_counted = (f", {superseded} of them superseded repodata files of repositories whose repomd.xml is "
+                   "replaced, not counted" if superseded else "")
+    lines += [f"Deletes {b['delete_files']} of {b['production_files']} production files{not_counted} "
+              f"({b['share']:.1%}; bound {b['max_share']:.0%}): {verdict}.", ""]
+    p = t["packages"]
+    lines += [f"**Packages**: {p['added']} added, {p['updated']} updated, {p['removed']} removed "
+              f"in {len(record['repos'])} repositories.", ""]
+    repos = record["repos"]
+    if repos:
+        lines += ["| repository | arch | tree | added | updated | removed | files | bytes | deletes |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in repos[:rows]:
+            lines.append(f"| {r['repo']} | {r['arch']} | {r['tree']} | {r['added_count']} | {r['updated_count']} "
+                         f"| {r['removed_count']} | {r['files']} | {h(r['bytes'])} | {r['deletes']} |")
+        if len(repos) > rows:
+            rest = repos[rows:]
+            lines.append(f"| … {len(rest)} more | | | {sum(r['added_count'] for r in rest)} "
+                         f"| {sum(r['updated_count'] for r in rest)} | {sum(r['removed_count'] for r in rest)} "
+                         f"| {sum(r['files'] for r in rest)} | {h(sum(r['bytes'] for r in rest))} "
+                         f"| {sum(r['deletes'] for r in rest)} |")
+        o = record["other"]
+        if o["files"] or o["deletes"]:
+            lines.append(f"| (outside repositories) | | | | | | {o['files']} | {h(o['bytes'])} | {o['deletes']} |")
+        lines.append("")
+    for key, title in (("updated", "Updated"), ("added", "Added"), ("removed", "Removed")):
+        names = []
+        for r in repos:
+            where = f"{r['repo']} {r['arch']}".strip()
+            for entry in r[key]:
+                names.append(f"{entry[0]} → {entry[1]} ({where})" if key == "updated" else f"{entry} ({where})")
+        if names:
+            shown = ", ".join(f"`{n}`" for n in names[:packages])
+            more = f" … and {len(names) - packages} more (see the record)" if len(names) > packages else ""
+            lines += [f"**{title}**: {shown}{more}", ""]
+    if record["dry_run"]:
+        lines += ["_Dry run: nothing will be promoted._", ""]
+    return "\n".join(lines)
