@@ -39,11 +39,11 @@ from releng.operators.sync_repos import SyncReposOperator
 from releng.operators.updates import (
     PLAN_KINDS,
     EmitStagingAssetOperator,
-    PlanUpdatesOperator,
+    PlanOperator,
     PrepareUpdatesOperator,
-    RefreshRepodataOperator,
     RemoveWorkAreaOperator,
-    StageUpdatesOperator,
+    SyncToStagingOperator,
+    UpdateRepodataOperator,
 )
 
 SITE = settings()
@@ -69,7 +69,7 @@ with DAG(
 ) as dag:
     prepare = PrepareUpdatesOperator(task_id="prepare_updates", retries=0)
     with TaskGroup("plan", tooltip="the run's work lists, one per mapped task"):
-        plan = {kind: PlanUpdatesOperator(task_id=kind, kind=kind, summary=prepare.output, retries=0)
+        plan = {kind: PlanOperator(task_id=kind, kind=kind, summary=prepare.output, retries=0)
                 for kind in PLAN_KINDS}
 
     sync_repos = SyncReposOperator.partial(
@@ -82,10 +82,10 @@ with DAG(
         trigger_rule=TriggerRule.NONE_FAILED,
     ).expand_kwargs(plan["repoclosure"].output)
 
-    stage = StageUpdatesOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output,
+    stage = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output,
                                  trigger_rule=TriggerRule.NONE_FAILED)
 
-    repodata = RefreshRepodataOperator.partial(
+    repodata = UpdateRepodataOperator.partial(
         task_id="update_repodata", pool="rsync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
     ).expand_kwargs(plan["repodata"].output)
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import productmd.images
 import pytest
 
-from releng.core import checksums, metadata, modes, rsync, staging, tarsafe, treeinfo, updates
+from releng.core import checksums, metadata, modes, rsync, tarsafe, treeinfo
 from releng.core.compose import build_dvd_iso, pull_cloud_images
 from releng.core.compose.prepare_compose import start_compose
 from releng.core.layout import ComposeLayout
 from releng.core.profile import CloudImage
+from releng.core.staging import sync_to_staging as staging
+from releng.core.updates import update_repodata as updates
 from tests.umask import not_public, umask077  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("umask077")

@@ -19,9 +19,12 @@ import yaml
 
 from dev import buildsystem
 from releng.core import dnf
-from releng.core.repodata import dearmor, gpgv_argv, iter_packages, read_repomd, tree_path, verify_tree
+from releng.core.repo.primary import iter_packages
+from releng.core.repo.repomd import read_repomd, tree_path
+from releng.core.repo.signatures import dearmor, gpgv_argv
+from releng.core.repo.verify import verify_repo
 from releng.core.settings import settings
-from releng.core.updates import metadata_text
+from releng.core.updates.update_repodata import metadata_text
 from tests.dagrun import run_dag
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,7 +222,7 @@ def test_a_new_build_reaches_staging_next_to_the_old_one(airflow_db, updates_sit
     assert {p.nevra for p in iter_packages(site.tree("AppStream", kind="source"))} == {
         "fixture-appstream-0:1.0-1.el9.src", "fixture-update-foo-app-0:2.1-4.el9.src"}
     for tree in site.trees():
-        report = verify_tree(tree)
+        report = verify_repo(tree)
         assert report.ok and report.extra == [], report.problems(include_extra=True)
 
     # comps groups, modules (old and new module version) and the build system's advisory are kept.

@@ -1,4 +1,4 @@
-"""general_updates operators without a DAG run: prepare's checks, the planned work lists, the asset event."""
+"""general_updates tasks without a DAG run: prepare's checks, the planned work lists, the asset event."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
-from releng.operators.updates import EmitStagingAssetOperator, PrepareUpdatesOperator, plan_items
+from releng.core.updates.prepare_updates import UpdatesSummary, work_list
+from releng.core.updates.update_repodata import TreeUpdate
+from releng.operators.updates import EmitStagingAssetOperator, PrepareUpdatesOperator
 
 RUN_AFTER = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -61,7 +63,11 @@ def test_a_signing_key_missing_from_the_keyring_stops_the_run(roots, tmp_path):
         _prepare({"release": "el9", "repos": ["BaseOS"], "rc": False})
 
 
-def test_summary_and_work_lists(roots):
+def plan_items(summary: dict, kind: str, profile) -> list[dict]:
+    return work_list(UpdatesSummary.from_xcom(summary), profile, kind)
+
+
+def test_summary_and_work_lists(roots, el9):
     _stage_baseos(roots.staging_dir)
     summary = _prepare({"release": "el9", "repos": ["AppStream"], "rc": False})
     top = roots.compose / "9" / "Rocky-9.7-updates-20250304.050607"
@@ -73,16 +79,16 @@ def test_summary_and_work_lists(roots):
 
     (roots.staging_dir / "AppStream" / "x86_64" / "os" / "repodata").mkdir(parents=True)
     (roots.staging_dir / "AppStream" / "x86_64" / "os" / "repodata" / "repomd.xml").write_text("<repomd/>")
-    syncs = {(i["arch"], i["kind"]): i for i in plan_items(summary, "reposync")}
+    syncs = {(i["arch"], i["kind"]): i for i in plan_items(summary, "reposync", el9)}
     assert len(syncs) == 9 and all(i["hashed"] and i["repo"] == "AppStream" for i in syncs.values())
     assert syncs[("x86_64", "os")]["dest"] == str(top / "compose" / "AppStream" / "x86_64" / "os")
     assert syncs[("x86_64", "os")]["previous"] == str(roots.staging_dir / "AppStream" / "x86_64" / "os")
     assert syncs[("aarch64", "os")]["previous"] is None  # staging has no such tree yet: nothing to link from
     assert syncs[("src", "source")]["dest"] == str(top / "compose" / "AppStream" / "source" / "tree")
-    closure = plan_items(summary, "repoclosure")
+    closure = plan_items(summary, "repoclosure", el9)
     assert [(i["repo"], i["arch"], i["compose_dir"]) for i in closure] == [
         ("AppStream", a, summary["closure_dir"]) for a in ("x86_64", "aarch64", "ppc64le", "s390x")]
-    repodata = {(i["arch"], i["kind"]): i for i in plan_items(summary, "repodata")}
+    repodata = {(i["arch"], i["kind"]): i for i in plan_items(summary, "repodata", el9)}
     assert repodata[("aarch64", "debug")]["tree"] == str(roots.staging_dir / "AppStream" / "aarch64" / "debug" / "tree")
     assert repodata[("aarch64", "debug")]["synced"] == str(top / "compose" / "AppStream" / "aarch64" / "debug" / "tree")
 
@@ -93,8 +99,15 @@ class _Events(dict):
         return self[key]
 
 
+def _result(changed: bool, added: int) -> dict:
+    return TreeUpdate("AppStream", "x86_64", "os", "/s/9.7/AppStream/x86_64/os", 3, added, [], changed, False,
+                      ["primary"]).to_xcom()
+
+
 def _emit(results: list[dict]):
-    summary = {"release": "el9", "rc": False, "staging_dir": "/s/9.7", "repos": ["AppStream"]}
+    summary = {"release": "el9", "rc": False, "staging_dir": "/s/9.7", "repos": ["AppStream"],
+               "compose_root": "/c", "updates_id": "Rocky-9.7-updates-1", "top": "/c/9/Rocky-9.7-updates-1",
+               "closure_dir": "/c/9/Rocky-9.7-updates-1/work/closure"}
     events = _Events()
     with DAG("general_updates", schedule=None):
         op = EmitStagingAssetOperator(task_id="emit_staging_asset", summary=summary, results=results,
@@ -103,7 +116,7 @@ def _emit(results: list[dict]):
 
 
 def test_the_staging_event_names_what_changed():
-    extra, events = _emit([{"changed": True, "added": 3}, {"changed": False, "added": 0}])
+    extra, events = _emit([_result(True, 3), _result(False, 0)])
     assert extra == events[STAGING_ASSET].extra == {
         "release": "el9", "rc": False, "staging_dir": "/s/9.7", "source": "general_updates", "repos": ["AppStream"],
         "packages_added": 3}
@@ -111,4 +124,4 @@ def test_the_staging_event_names_what_changed():
 
 def test_an_unchanged_staging_sends_no_event():
     with pytest.raises(AirflowSkipException, match="unchanged"):
-        _emit([{"changed": False, "added": 0}])
+        _emit([_result(False, 0)])

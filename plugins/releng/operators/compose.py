@@ -183,45 +183,32 @@ class FinalizeComposeOperator(BaseOperator):
 
 
 class SyncToStagingOperator(BaseOperator):
-    """rsync a finished compose into its staging release directory, point the staging links, emit the asset.
+    """sync_to_staging: a finished compose into its staging release directory, the staging links, the asset.
 
-    A compose whose STATUS is not FINISHED or FINISHED_INCOMPLETE (STARTED again because a task is
-    rewriting it, or DOOMED) is refused before anything is copied.
-
-    Steps (``releng.core.staging``): payload, repodata files, repomd.xml; nothing is deleted, because
-    updates published into the same release directory must stay. With ``RELENG_REPO_SIGNING_KEY`` set,
-    each staged repomd.xml is signed with that key instead of keeping the build system's signature.
-    The staging asset event's extra names the release, rc, staging dir and compose, which
-    ``promote_to_production`` reads. Runs in the ``rsync`` pool.
+    ``releng.core.staging.sync_to_staging.stage_compose``: a compose whose STATUS is not FINISHED or
+    FINISHED_INCOMPLETE is refused before anything is copied; payload, repodata files, repomd.xml (signed with
+    ``RELENG_REPO_SIGNING_KEY`` when set), never deleting. The staging asset event's extra names the release,
+    rc, staging dir and compose, which ``promote_to_production`` reads. Runs in the ``rsync`` pool.
     """
 
     def execute(self, context: Context) -> dict:
         from releng.assets import STAGING_ASSET
-        from releng.core import staging
         from releng.core.layout import ReleaseTrees
-        from releng.core.updates import UpdatesError
+        from releng.core.staging.signing import SigningError
+        from releng.core.staging.sync_to_staging import StagingError, stage_compose
 
         summary = context["ti"].xcom_pull(task_ids="prepare_compose")
         layout = layout_of(summary)
-        status = compose_status.read_status(layout)
-        if status not in compose_status.FINISHED_STATUSES:
-            raise AirflowFailException(f"compose {layout.compose_id} STATUS is {status or 'missing'}, not FINISHED: "
-                                       f"only a finalized compose is staged; let finalize_compose run (clear it) "
-                                       f"and then this task")
         s = settings()
         trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)
-        dest = trees.staging_dir(summary["rc"])
         try:
-            totals = staging.sync_compose(layout.compose, dest, signing_key=s.repo_signing_key,
-                                          gnupghome=s.gnupghome, log=self.log.info)
-        except UpdatesError as exc:
+            staged = stage_compose(layout, trees, summary["rc"], signing_key=s.repo_signing_key,
+                                   gnupghome=s.gnupghome, log=self.log.info)
+        except (StagingError, SigningError) as exc:
             raise AirflowFailException(str(exc)) from None
-        links = staging.point_links(trees, summary["rc"])
-        extra = {"release": layout.profile.name, "rc": bool(summary["rc"]), "staging_dir": str(dest),
-                 "source": self.dag_id, "compose_id": layout.compose_id}
-        context["outlet_events"][STAGING_ASSET].extra = extra
-        self.log.info("staged %s into %s; links %s", layout.compose_id, dest, links)
-        return {**extra, "changes": totals, "links": links}
+        context["outlet_events"][STAGING_ASSET].extra = staged.event_extra(self.dag_id)
+        self.log.info("staged %s into %s; links %s", staged.compose_id, staged.staging_dir, staged.links)
+        return staged.to_xcom(self.dag_id)
 
 
 class DeployExtraFilesOperator(BaseOperator):

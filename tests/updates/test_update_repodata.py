@@ -1,4 +1,4 @@
-"""releng.core.updates: argv builders, parameters and plan, merges, the repodata swap, and the regeneration with
+"""releng.core.updates.update_repodata: argv builders, merges, the repodata swap, and the regeneration with
 the real createrepo_c, modifyrepo_c and gpg on copies of the fixture build system's repos."""
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from releng.core import updates
-from releng.core.repodata import iter_packages, read_repomd, tree_path, verify_tree
-from releng.core.updates import (
+from releng.core.repo.primary import iter_packages
+from releng.core.repo.repomd import read_repomd, tree_path
+from releng.core.repo.verify import verify_repo
+from releng.core.run import ToolError
+from releng.core.staging.signing import sign_argv, signing_key_problem, verify_signature_argv
+from releng.core.updates import UpdatesError
+from releng.core.updates.update_repodata import (
     RepodataJob,
-    UpdatesError,
-    UpdatesParams,
     createrepo_update_argv,
+    distro_tag,
     merge_modules,
     merge_updateinfo,
     metadata_text,
     modifyrepo_argv,
     regenerate_repodata,
-    sign_argv,
     swap_repodata,
-    verify_signature_argv,
 )
 
 # --- argv builders -------------------------------------------------------------------------------
@@ -65,58 +66,7 @@ def test_modifyrepo_and_gpg_argv():
 
 
 def test_distro_tag(el9):
-    assert updates.distro_tag(el9) == "cpe:/o:rocky:rocky:9,Rocky Linux 9"
-
-
-# --- parameters and plan -------------------------------------------------------------------------
-
-
-def test_no_repos_means_every_repo_in_profile_order(el9):
-    assert updates.validate_params(el9, {"repos": []}).repos == el9.repo_ids
-    assert updates.validate_params(el9, {"repos": ["AppStream", "BaseOS"], "rc": True}) == \
-        UpdatesParams(("BaseOS", "AppStream"), True)
-
-
-def test_unknown_and_repeated_repos_are_named(el9):
-    with pytest.raises(UpdatesError) as err:
-        updates.validate_params(el9, {"repos": ["PowerTools", "BaseOS", "BaseOS"]})
-    assert "'PowerTools' are not repos of el9" in str(err.value) and "twice" in str(err.value)
-
-
-def test_plan_syncs_every_tree_and_checks_closure_against_the_right_trees(el9):
-    plan = updates.plan_updates(el9, UpdatesParams(("AppStream",), False))
-    assert {(t["arch"], t["kind"]) for t in plan.trees} == \
-        {(a, k) for a in el9.arches for k in ("os", "debug")} | {("src", "source")}
-    assert plan.repoclosure == [{"repo": "AppStream", "arch": a} for a in el9.arches]
-    assert plan.closure_repos == {**{("AppStream", a): True for a in el9.arches},
-                                  **{("BaseOS", a): False for a in el9.arches}}
-    extras = updates.plan_updates(el9, UpdatesParams(("extras",), False))
-    assert extras.repoclosure == [] and extras.closure_repos == {}
-
-
-def test_closure_view_links_updated_repos_to_the_run_and_others_to_staging(el9, tmp_path):
-    layout = updates.updates_layout(el9, tmp_path / "compose", "20250101.030000")
-    assert layout.top == tmp_path / "compose" / "9" / "Rocky-9.7-updates-20250101.030000"
-    staging = tmp_path / "staging"
-    plan = updates.plan_updates(el9, UpdatesParams(("AppStream",), False))
-    with pytest.raises(UpdatesError) as err:
-        updates.closure_view(layout, staging, plan)
-    assert "BaseOS x86_64" in str(err.value) and "Add them to `repos`" in str(err.value)
-    assert not layout.top.exists()  # nothing laid out for a run that cannot close
-    for arch in el9.arches:
-        (staging / "BaseOS" / arch / "os" / "repodata").mkdir(parents=True)
-        (staging / "BaseOS" / arch / "os" / "repodata" / "repomd.xml").write_text("<repomd/>")
-    view = updates.closure_view(layout, staging, plan)
-    assert (view / "BaseOS" / "aarch64" / "os").resolve() == staging / "BaseOS" / "aarch64" / "os"
-    assert os.readlink(view / "AppStream" / "x86_64" / "os") == str(layout.repo_tree("AppStream", "x86_64"))
-
-
-def test_work_areas_are_the_release_s_only(el9, tmp_path):
-    for name in ("Rocky-9.7-updates-20250101.030000", "Rocky-9.7-updates-20250102.030000",
-                 "Rocky-9.7-20250101.030000", "Rocky-9.6-updates-20250101.030000"):
-        (tmp_path / "9" / name).mkdir(parents=True)
-    assert [p.name for p in updates.work_areas(el9, tmp_path)] == [
-        "Rocky-9.7-updates-20250101.030000", "Rocky-9.7-updates-20250102.030000"]
+    assert distro_tag(el9) == "cpe:/o:rocky:rocky:9,Rocky Linux 9"
 
 
 # --- merges --------------------------------------------------------------------------------------
@@ -239,7 +189,7 @@ def test_the_swap_never_shows_a_repomd_naming_a_missing_file(fixture_buildsystem
     now = {p.name for p in (tree / "repodata").iterdir()}
     assert now == {"repomd.xml"} | {Path(r.href).name for r in read_repomd(new)}
     assert sorted(result.removed) == sorted(old_files - now - {"repomd.xml.asc"})
-    assert verify_tree(tree).ok
+    assert verify_repo(tree).ok
 
     again = swap_repodata(new, tree)  # a rerun: every data file is already there
     assert again.copied == 0 and again.unchanged == len(read_repomd(new)) and again.removed == []
@@ -283,7 +233,7 @@ def trees(fixture_buildsystem, el9, tmp_path):
 
 def _job(el9, tree: Path, synced: Path, scratch: Path, **kw) -> RepodataJob:
     return RepodataJob(tree=tree, synced=synced, scratch=scratch, label="AppStream x86_64 os",
-                       distro=updates.distro_tag(el9), comps_required=True, modules_required=True, **kw)
+                       distro=distro_tag(el9), comps_required=True, modules_required=True, **kw)
 
 
 def test_regeneration_lists_every_package_and_keeps_groups_and_modules(el9, trees, tmp_path):
@@ -302,7 +252,7 @@ def test_regeneration_lists_every_package_and_keeps_groups_and_modules(el9, tree
     assert _docs(metadata_text(tree, ("modules",))) == _docs(upstream_modules)
     assert all(r.href.endswith((".xz", ".xml")) for r in read_repomd(tree))
     assert not (tree / "repodata" / "repomd.xml.asc").exists()  # unsigned: the stale signature is gone
-    report = verify_tree(tree)
+    report = verify_repo(tree)
     assert report.ok and report.extra == []
     assert not (tmp_path / "scratch").exists()
     assert "3 packages (1 new, 2 before)" in lines[0] and "not signed" in lines[0]
@@ -337,8 +287,8 @@ def test_signed_then_a_new_key_then_unsigned(el9, trees, tmp_path):
     tree, synced = trees
     home = tmp_path / "gnupg"
     key = _signing_key(home)
-    assert updates.signing_key_problem(key, home) is None
-    assert "has no secret key" in updates.signing_key_problem("0000DEADBEEF0000", home)
+    assert signing_key_problem(key, home) is None
+    assert "has no secret key" in signing_key_problem("0000DEADBEEF0000", home)
 
     signed = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s1", signing_key=key, gnupghome=home))
     assert signed.changed and signed.signed and _valid_signer(tree, home) == key
@@ -370,7 +320,7 @@ def test_an_unreadable_package_fails_and_staging_keeps_its_metadata(el9, trees, 
     (tree / "Packages" / "x").mkdir()
     (tree / "Packages" / "x" / "broken-1-1.el9.x86_64.rpm").write_bytes(os.urandom(4096))
     before = _digest(tree)
-    with pytest.raises(updates.ToolError, match="createrepo_c exited"):
+    with pytest.raises(ToolError, match="createrepo_c exited"):
         regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
     assert _digest(tree) == before
 

@@ -1,10 +1,9 @@
-"""General updates: what a run syncs and checks, and the staging repodata regeneration.
+"""update_repodata: regenerate one staging tree's repodata over all its packages and swap it in.
 
 Staging keeps every package it published for the point release (no delete, so
-downgrades keep working: ../shared/reference/sync.md §2.1 steps 5-6), and its
-metadata is regenerated over all of them. Staging is web-served, so a client
-must never see a ``repomd.xml`` that names a missing file. The old scripts
-deleted the repodata first and rebuilt it in place (sync.md §2.1 step 4); here:
+downgrades keep working), and its metadata is regenerated over all of them.
+Staging is web-served, so a client must never see a ``repomd.xml`` that names a
+missing file; the new repodata is never built in place:
 
 1. ``createrepo_c --update`` writes the new repodata into a scratch directory
    *outside* the tree, reusing the tree's current metadata (and the freshly
@@ -17,7 +16,7 @@ deleted the repodata first and rebuilt it in place (sync.md §2.1 step 4); here:
    too) and added with ``modifyrepo_c``.
 3. ``repomd.xml`` is signed (detached, armored ``repomd.xml.asc``) when a key is
    configured, and the signature is checked before anything is published.
-4. :func:`swap_repodata`: the data files are copied into ``<tree>/repodata``
+4. :func:`swap_repodata`: the data files are written into ``<tree>/repodata``
    under temporary names and renamed (their names carry their checksum, so no
    file the current ``repomd.xml`` names changes), then ``repomd.xml``, then its
    signature (or a stale one is removed); only then are the data files no
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,26 +42,22 @@ from pathlib import Path
 import yaml
 
 from releng.core.checksums import file_digest
-from releng.core.compose.prepare_compose import ComposeParams, plan_compose
-from releng.core.layout import ComposeLayout, LayoutError, ReleaseTrees, safe_part
-from releng.core.modes import FILE_MODE, public_dirs
+from releng.core.fs import atomic_write
+from releng.core.modes import public_dirs
 from releng.core.profile import ReleaseProfile
-from releng.core.repodata import (
-    REPOMD,
-    RepodataError,
-    hash_name,
-    iter_packages,
-    open_metadata,
-    read_repomd,
-    stale_metadata,
-    tree_path,
-    verify_tree,
-)
+from releng.core.repo.metadata import open_metadata
+from releng.core.repo.primary import iter_packages
+from releng.core.repo.repomd import REPOMD, RepoError, hash_name, read_repomd, stale_metadata, tree_path
+from releng.core.repo.verify import verify_repo
+from releng.core.run import run
+from releng.core.staging.signing import sign_repomd, signed_by
+from releng.core.updates import UpdatesError
 
 CHECKSUM = "sha256"
 # xz: every EL dnf reads it (EL8's librepo has no zstd); explicit because createrepo_c 1.x defaults to zstd.
 COMPRESSION = "xz"
 GROUP_TYPES = ("group", "group_xz", "group_gz", "group_zck")
+ADDED_SHOWN = 20  # new NEVRAs a tree's task result lists
 MERGED_TYPES = {"modules": "modules.yaml", "updateinfo": "updateinfo.xml"}
 _MODULE_KEYS = {
     "modulemd": ("name", "stream", "version", "context", "arch"),
@@ -73,121 +67,11 @@ _MODULE_KEYS = {
 }
 
 
-class UpdatesError(ValueError):
-    """The run's input is wrong (parameters, profile, metadata, keys); retrying cannot help."""
-
-
-class ToolError(RuntimeError):
-    """A tool (createrepo_c, modifyrepo_c, gpg) failed; the message holds its output."""
-
-
-# --- parameters and plan ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UpdatesParams:
-    """Validated run parameters of ``general_updates``."""
-
-    repos: tuple[str, ...]
-    rc: bool
-
-
-def validate_params(profile: ReleaseProfile, raw: Mapping) -> UpdatesParams:
-    """``repos`` (empty: every repo of the release) must be repo ids of the release, each once."""
-    repos = list(raw.get("repos") or profile.repo_ids)
-    problems = []
-    unknown = [r for r in repos if r not in profile.repo_ids]
-    if unknown:
-        problems.append(f"repos {', '.join(map(repr, unknown))} are not repos of {profile.name} "
-                        f"(it has {', '.join(profile.repo_ids)}); use build-system repo ids, or none for all")
-    if len(set(repos)) != len(repos):
-        problems.append("repos lists a repo twice")
-    if problems:
-        raise UpdatesError(f"the parameters do not make a valid {profile.name} update run:\n- "
-                           + "\n- ".join(problems))
-    return UpdatesParams(tuple(r for r in profile.repo_ids if r in repos), bool(raw.get("rc", False)))
-
-
-def updates_layout(profile: ReleaseProfile, compose_root: Path, timestamp: str) -> ComposeLayout:
-    """The run's work area ``<compose_root>/<major>/<Short>-<X.Y>-updates-<ts>``, laid out like a compose
-    (``compose/<RepoDir>/<arch>/os`` ...) so that it maps one to one onto the staging release directory."""
-    return ComposeLayout(profile, Path(compose_root),
-                         safe_part(f"{profile.shortname}-{profile.revision}-updates-{timestamp}", "updates id"))
-
-
-def work_areas(profile: ReleaseProfile, compose_root: Path) -> list[Path]:
-    """The release's updates work areas under ``compose_root``: a run's own and those failed runs left."""
-    major_dir = Path(compose_root) / str(profile.major)
-    prefix = f"{profile.shortname}-{profile.revision}-updates-"
-    return sorted(p for p in major_dir.glob(f"{prefix}*") if p.is_dir() and not p.is_symlink())
-
-
-@dataclass(frozen=True)
-class UpdatesPlan:
-    """What one run does: the trees to sync (and regenerate in staging) and the closure checks."""
-
-    trees: list[dict] = field(default_factory=list)  # {"repo", "arch", "kind"}
-    repoclosure: list[dict] = field(default_factory=list)  # {"repo", "arch"}
-    closure_repos: dict[tuple[str, str], bool] = field(default_factory=dict)  # (repo, arch) -> updated by this run
-
-
-def plan_updates(profile: ReleaseProfile, params: UpdatesParams) -> UpdatesPlan:
-    """os, debug and source trees of the chosen repos; closure of each chosen repo in the repoclosure map, and
-    which trees each check reads (the run's own for updated repos, staging's for the others)."""
-    full = plan_compose(profile, ComposeParams(profile.arches, params.rc, True, True, (), True))
-    chosen = set(params.repos)
-    trees = [item for item in full.reposync if item["repo"] in chosen]
-    closure = [item for item in full.repoclosure if item["repo"] in chosen]
-    reads: dict[tuple[str, str], bool] = {}
-    for item in closure:
-        for repo in (item["repo"], *profile.repoclosure[item["repo"]]):
-            reads[(repo, item["arch"])] = repo in chosen
-    return UpdatesPlan(trees, closure, reads)
-
-
-def staging_tree(layout: ComposeLayout, staging_dir: Path, repo: str, arch: str, kind: str) -> Path:
-    """The staging tree that corresponds to a tree of the work area (same path below the release dir)."""
-    return Path(staging_dir) / layout.repo_tree(repo, arch, kind).relative_to(layout.compose)
-
-
-def closure_view(layout: ComposeLayout, staging_dir: Path, plan: UpdatesPlan) -> Path:
-    """``work/closure/<RepoDir>/<arch>/os`` links: to the run's synced tree for an updated repo, to staging's
-    for a repo the run only depends on. Repoclosure reads this directory as its compose directory, so the new
-    packages are checked against what staging will hold. Raises UpdatesError naming each dependency that is
-    neither updated nor in staging."""
-    targets = {(repo, arch): layout.repo_tree(repo, arch) if updated
-               else staging_tree(layout, staging_dir, repo, arch, "os")
-               for (repo, arch), updated in sorted(plan.closure_repos.items())}
-    missing = [f"{repo} {arch} ({target})" for (repo, arch), target in targets.items()
-               if not plan.closure_repos[(repo, arch)] and not (target / REPOMD).is_file()]
-    if missing:
-        checked = sorted({i["repo"] for i in plan.repoclosure})
-        raise UpdatesError(f"the closure check of {', '.join(checked)} needs repos this run does not update and "
-                           f"staging does not have: {'; '.join(missing)}. Add them to `repos`, or stage the "
-                           "release with full_compose first")
-    view = layout.work / "closure"
-    for (repo, arch), target in targets.items():
-        link = view / layout.profile.repo(repo).dir / arch / "os"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(".os.tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(target)
-        os.replace(tmp, link)
-    return view
-
-
-def release_staging_dir(profile: ReleaseProfile, staging_root: Path, production_root: Path, rc: bool) -> Path:
-    try:
-        return ReleaseTrees(profile, Path(staging_root), Path(production_root)).staging_dir(rc)
-    except LayoutError as exc:
-        raise UpdatesError(str(exc)) from None
-
-
 # --- argv builders --------------------------------------------------------------------------------
 
 
 def distro_tag(profile: ReleaseProfile) -> str:
-    """createrepo_c's ``--distro`` value: ``cpe:/o:rocky:rocky:9,Rocky Linux 9`` (sync/common's)."""
+    """createrepo_c's ``--distro`` value: ``cpe:/o:rocky:rocky:9,Rocky Linux 9``."""
     short = profile.shortname.lower()
     return f"cpe:/o:{short}:{short}:{profile.major},{profile.distname} {profile.major}"
 
@@ -221,74 +105,6 @@ def modifyrepo_argv(metadata: Path, repodata: Path, mdtype: str) -> list[str]:
             "--unique-md-filenames", str(metadata), str(repodata)]
 
 
-def _gpg(gnupghome: Path | None) -> list[str]:
-    return ["gpg", *(["--homedir", str(gnupghome)] if gnupghome else []), "--batch", "--no-tty"]
-
-
-def sign_argv(repomd: Path, key: str, gnupghome: Path | None = None) -> list[str]:
-    """Detached, armored signature ``repomd.xml.asc`` next to ``repomd``."""
-    return [*_gpg(gnupghome), "--yes", "--local-user", key, "--armor", "--detach-sign",
-            "--output", f"{repomd}.asc", str(repomd)]
-
-
-def verify_signature_argv(repomd: Path, gnupghome: Path | None = None) -> list[str]:
-    return [*_gpg(gnupghome), "--status-fd", "1", "--verify", f"{repomd}.asc", str(repomd)]
-
-
-def secret_key_argv(key: str, gnupghome: Path | None = None) -> list[str]:
-    return [*_gpg(gnupghome), "--with-colons", "--list-secret-keys", key]
-
-
-def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(argv), capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL,
-                            env={**os.environ, "LC_ALL": "C.UTF-8"})
-    if check and result.returncode != 0:
-        output = (result.stderr.strip() or result.stdout.strip())[-2000:]
-        raise ToolError(f"{argv[0]} exited {result.returncode}: {' '.join(argv)}\n{output}")
-    return result
-
-
-def key_fingerprints(key: str, gnupghome: Path | None) -> set[str]:
-    """The fingerprints (key and subkeys) of the secret key ``key`` names; empty when the keyring lacks it."""
-    listing = _run(secret_key_argv(key, gnupghome), check=False)
-    if listing.returncode != 0:
-        return set()
-    return {line.split(":")[9] for line in listing.stdout.splitlines() if line.startswith("fpr:")}
-
-
-def signing_key_problem(key: str, gnupghome: Path | None) -> str | None:
-    """None when ``key`` has a secret key in the keyring, else what is wrong and how to fix it."""
-    if key_fingerprints(key, gnupghome):
-        return None
-    return (f"RELENG_REPO_SIGNING_KEY={key} has no secret key in {gnupghome or '~/.gnupg'} (RELENG_GNUPGHOME); "
-            "import the key there, or unset RELENG_REPO_SIGNING_KEY to publish unsigned repodata")
-
-
-def sign_repomd(repomd: Path, key: str, gnupghome: Path | None, fingerprints: set[str] | None = None, *,
-                label: str = "") -> set[str]:
-    """Sign ``repomd`` with ``key`` (detached, armored ``<repomd>.asc``) and check that the signature verifies
-    with one of the key's fingerprints, which are returned. UpdatesError when the keyring has no secret ``key``,
-    ToolError when gpg fails or its signature does not verify."""
-    fingerprints = fingerprints or key_fingerprints(key, gnupghome)
-    if not fingerprints:
-        raise UpdatesError(signing_key_problem(key, gnupghome))
-    _run(sign_argv(repomd, key, gnupghome))
-    if not signed_by(repomd, fingerprints, gnupghome):
-        raise ToolError(f"{label or repomd.parent}: gpg signed {repomd} with {key}, but the signature does not "
-                        "verify")
-    return fingerprints
-
-
-def signed_by(repomd: Path, fingerprints: set[str], gnupghome: Path | None) -> bool:
-    """``repomd``'s ``.asc`` is a good signature made by one of ``fingerprints`` (not just by any key in the
-    keyring: after a key change the old signatures must be replaced)."""
-    if not Path(f"{repomd}.asc").is_file():
-        return False
-    result = _run(verify_signature_argv(repomd, gnupghome), check=False)
-    valid = [line.split() for line in result.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG ")]
-    return result.returncode == 0 and any({fields[2], fields[-1]} & fingerprints for fields in valid)
-
-
 # --- metadata carried over ------------------------------------------------------------------------
 
 
@@ -307,7 +123,8 @@ def metadata_text(tree: Path, types: Iterable[str]) -> str | None:
 
 def _yaml_documents(text: str, where: str) -> list[str]:
     """The documents of a YAML stream, split at the column-0 ``---`` / ``...`` markers that end them."""
-    docs, current = [], []
+    docs: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         if line.rstrip() in ("---", "..."):
             if any(part.strip() for part in current):
@@ -382,13 +199,8 @@ class SwapResult:
 
 
 def _publish_file(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` under a temporary name in dest's directory, then rename it into place."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copy2(src, tmp)
-    os.chmod(tmp, FILE_MODE)  # createrepo_c's output follows the umask
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    """Write ``src``'s bytes at ``dest`` all at once, published mode (createrepo_c's output follows the umask)."""
+    atomic_write(dest, Path(src).read_bytes())
 
 
 def swap_repodata(new_tree: Path, tree: Path) -> SwapResult:
@@ -405,7 +217,7 @@ def swap_repodata(new_tree: Path, tree: Path) -> SwapResult:
     for record in records:
         src, dest = tree_path(new_tree, record.href), tree_path(tree, record.href)
         if dest.parent != repodata:
-            raise RepodataError(f"{new_repodata / 'repomd.xml'} names {record.href}, outside repodata/")
+            raise RepoError(f"{new_repodata / 'repomd.xml'} names {record.href}, outside repodata/")
         if dest.is_file() and file_digest(dest, hash_name(record.checksum_type)) == record.checksum:
             result.unchanged += 1
             continue
@@ -459,16 +271,12 @@ class RepodataResult:
     signed: bool
     metadata: list[str]
 
-    def as_dict(self) -> dict:
-        return {"tree": self.tree, "packages": self.packages, "added": self.added, "changed": self.changed,
-                "signed": self.signed, "metadata": self.metadata}
-
 
 def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m: None) -> RepodataResult:
     """Regenerate ``job.tree``'s repodata over all its packages and swap it in (see the module doc).
 
-    Raises UpdatesError for wrong input (missing comps or modules, a package the metadata cannot match) and
-    ToolError when a tool fails.
+    Raises UpdatesError for wrong input (missing comps or modules, a package the metadata cannot match),
+    SigningError for a key the keyring lacks, and ToolError when a tool fails.
     """
     tree, synced, scratch = Path(job.tree), Path(job.synced), Path(job.scratch)
     if not (synced / REPOMD).is_file():
@@ -490,7 +298,7 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
         groupfile = inputs / "comps.xml"
         groupfile.write_text(groups)
     reuse = [p for p in (tree, synced) if (p / REPOMD).is_file()]
-    _run(createrepo_update_argv(tree, out, reuse=reuse, groupfile=groupfile.resolve() if groupfile else None,
+    run(createrepo_update_argv(tree, out, reuse=reuse, groupfile=groupfile.resolve() if groupfile else None,
                                 distro=job.distro, workers=job.workers))
 
     merged = {
@@ -507,7 +315,7 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
         if text is not None:
             path = inputs / MERGED_TYPES[mdtype]
             path.write_text(text)
-            _run(modifyrepo_argv(path, out / "repodata", mdtype))
+            run(modifyrepo_argv(path, out / "repodata", mdtype))
 
     _check_new_metadata(job, out, tree, synced)
     repomd = out / "repodata" / "repomd.xml"
@@ -524,7 +332,7 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
         shutil.rmtree(scratch)
         return RepodataResult(str(tree), len(after), [], False, bool(job.signing_key), types)
     swap = swap_repodata(out, tree)
-    report = verify_tree(tree, checksums=False)
+    report = verify_repo(tree, checksums=False)
     if not report.ok:
         raise UpdatesError(f"{job.label}: {tree} does not verify after the swap: " + "; ".join(report.problems(5)))
     added = sorted(after - before)
@@ -552,3 +360,48 @@ def _check_new_metadata(job: RepodataJob, out: Path, tree: Path, synced: Path) -
     if missing:
         raise UpdatesError(f"{job.label}: {len(missing)} packages of the build system's repo are not in {tree} "
                            f"after the staging sync, e.g. {', '.join(missing[:5])}; rerun sync_to_staging")
+
+
+# --- the task -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeUpdate:
+    """update_repodata's result for one tree, which emit_staging_asset reads."""
+
+    repo: str
+    arch: str
+    kind: str
+    tree: str
+    packages: int
+    added: int
+    added_sample: list[str]
+    changed: bool
+    signed: bool
+    metadata: list[str]
+
+    def to_xcom(self) -> dict:
+        return {"repo": self.repo, "arch": self.arch, "kind": self.kind, "tree": self.tree,
+                "packages": self.packages, "added": self.added, "added_sample": list(self.added_sample),
+                "changed": self.changed, "signed": self.signed, "metadata": list(self.metadata)}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping) -> TreeUpdate:
+        return cls(str(data["repo"]), str(data["arch"]), str(data["kind"]), str(data["tree"]), int(data["packages"]),
+                   int(data["added"]), list(data["added_sample"]), bool(data["changed"]), bool(data["signed"]),
+                   list(data["metadata"]))
+
+
+def update_repodata(profile: ReleaseProfile, repo: str, arch: str, kind: str, *, tree: Path, synced: Path,
+                    scratch: Path, signing_key: str = "", gnupghome: Path | None = None, workers: int = 2,
+                    log: Callable[[str], None] = lambda _m: None) -> TreeUpdate:
+    """Regenerate the staging ``tree`` of ``repo`` ``arch`` ``kind`` after the run synced it as ``synced``; comps
+    and modules are required where the profile says the repo's os tree carries them."""
+    carries = profile.repo(repo)
+    job = RepodataJob(tree=Path(tree), synced=Path(synced), scratch=Path(scratch), label=f"{repo} {arch} {kind}",
+                      distro=distro_tag(profile), comps_required=carries.comps and kind == "os",
+                      modules_required=carries.modules and kind == "os", signing_key=signing_key,
+                      gnupghome=gnupghome, workers=workers)
+    result = regenerate_repodata(job, log=log)
+    return TreeUpdate(repo, arch, kind, result.tree, result.packages, len(result.added), result.added[:ADDED_SHOWN],
+                      result.changed, result.signed, result.metadata)

@@ -1,0 +1,8 @@
+"""The general_updates domain, one module per task: prepare_updates (params, plan, work lists, closure view),
+update_repodata (createrepo_c --update, kept metadata, signing, the swap), emit_staging_asset and
+remove_work_area. sync_repos and repoclosure run the full_compose steps; sync_to_staging is
+``releng.core.staging.sync_to_staging``."""
+
+
+class UpdatesError(ValueError):
+    """The run's input is wrong (parameters, profile, metadata, keys); retrying cannot help."""
