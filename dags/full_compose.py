@@ -53,10 +53,6 @@ from releng.operators.pull_unpack_tree import PullUnpackTreeOperator, pull_unpac
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.sync_repos import SyncReposOperator
 
-WORK_TASKS = ("prepare_compose", *(f"plan.{kind}" for kind in PLAN_KINDS), "deploy_extra_files", "sync_repos",
-              "make_kickstart_trees", "repoclosure", "build_lorax", "pull_unpack_tree", "build_dvd_iso",
-              "pull_cloud_images")
-
 with DAG(
     dag_id="full_compose",
     schedule=None,
@@ -127,9 +123,10 @@ with DAG(
 
     finalize = FinalizeComposeOperator(
         task_id="finalize_compose", summary=prepare.output, trigger_rule=TriggerRule.ALL_DONE, retries=0,
-        watched=WORK_TASKS, deliverables={"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"},
+        deliverables={cloud.task_id: "cloud", dvd.task_id: "dvd"},
     )
-    staging = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", outlets=[STAGING_ASSET])
+    staging = SyncToStagingOperator(task_id="sync_to_staging", summary=prepare.output, pool="rsync",
+                                    outlets=[STAGING_ASSET])
 
     sync_repos >> kickstart >> closure
     [closure, build_lorax] >> unpack >> dvd

@@ -31,7 +31,8 @@ def test_finalize_is_directly_downstream_of_every_work_task(dag):
     work = set(dag.task_ids) - {"finalize_compose", "sync_to_staging"}
     assert finalize.upstream_task_ids == work
     assert set(finalize.watched) == work  # the outcome check watches every work task
-    assert dag.get_task("sync_to_staging").upstream_task_ids == {"finalize_compose"}
+    # staging takes prepare_compose's summary as an input; it runs after finalize_compose
+    assert dag.get_task("sync_to_staging").upstream_task_ids == {"finalize_compose", "prepare_compose"}
 
 
 def test_tasks_that_rewrite_compose_content_reopen_a_finished_compose(dag):

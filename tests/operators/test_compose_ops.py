@@ -250,6 +250,6 @@ def test_staging_refuses_a_compose_that_is_not_finished(roots):
     summary = _prepare("run-1")
     layout: ComposeLayout = layout_of(summary)
     with pytest.raises(AirflowFailException, match=r"STATUS is STARTED.*finalize_compose"):
-        SyncToStagingOperator(task_id="sync_to_staging").execute({"ti": _TI(summary), "outlet_events": {}})
+        SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute({"outlet_events": {}})
     assert not (roots / "staging").exists() or not any((roots / "staging").iterdir())
     assert compose_status.read_status(layout) == "STARTED"

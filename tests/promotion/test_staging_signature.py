@@ -27,14 +27,6 @@ from releng.operators.compose import SyncToStagingOperator
 REPOS = (("BaseOS", "x86_64"), ("AppStream", "x86_64"), ("BaseOS", "aarch64"))
 
 
-class _TI:
-    def __init__(self, summary: dict):
-        self.summary = summary
-
-    def xcom_pull(self, task_ids):
-        return self.summary
-
-
 @pytest.fixture
 def release_key(tmp_path):
     """A release signing key of its own (not the build system's); its gpg-agent is stopped after the test."""
@@ -67,7 +59,7 @@ def finished(trees, tmp_path, fixture_buildsystem, el9) -> tuple[ComposeLayout, 
 
 def _stage(summary: dict) -> dict:
     events = {STAGING_ASSET: SimpleNamespace(extra=None)}
-    return SyncToStagingOperator(task_id="sync_to_staging").execute({"ti": _TI(summary), "outlet_events": events})
+    return SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute({"outlet_events": events})
 
 
 def _report(key: str, home: Path) -> dict:

@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 VERSION = "2"
 FILELIST = "fullfilelist"
@@ -195,7 +196,7 @@ class _ListWriter:
         self.tmp = Path(tmp)
         self.file = os.fdopen(fd, "wb", buffering=1 << 20)
         try:
-            self.current = open(target, "rb", buffering=1 << 20)
+            self.current: BinaryIO | None = open(target, "rb", buffering=1 << 20)
         except FileNotFoundError:
             self.current = None
         self.same = self.current is not None
@@ -203,7 +204,7 @@ class _ListWriter:
     def write(self, text: str) -> None:
         data = text.encode("utf-8", "surrogateescape")
         self.file.write(data)
-        if self.same:
+        if self.same and self.current is not None:
             self.same = self.current.read(len(data)) == data
 
     def close(self) -> bool:

@@ -88,6 +88,8 @@ class ComposeLayout:
     def timestamp(self) -> int:
         """The compose id's time as a Unix timestamp (build_timestamp of its trees)."""
         m = COMPOSE_ID_RE.match(self.compose_id)
+        if m is None:
+            raise LayoutError(f"{self.compose_id!r} is not a compose id")
         return int(datetime.strptime(f"{m['date']}{m['time']}", "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp())
 
     @property

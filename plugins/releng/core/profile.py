@@ -374,6 +374,7 @@ def load_profile(path: str | Path) -> ReleaseProfile:
 
     if c.problems:
         raise ProfileError(c.problems)
+    assert project_id is not None and lorax is not None  # both are problems above when missing
     return ReleaseProfile(
         path=path, name=name, fullname=fullname, distname=distname, shortname=shortname, revision=revision,
         rclvl=rclvl, major=major, minor=minor, profile=profile, disttag=disttag, bugurl=bugurl,

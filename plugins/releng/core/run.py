@@ -30,16 +30,17 @@ def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "LC_ALL": "C.UTF-8", **(extra or {})}
 
 
-def _failed(argv: Sequence[str], returncode: int | None, output: str, what: str | None) -> ToolError:
+def _failed(argv: Sequence[str | os.PathLike[str]], returncode: int | None, output: str, what: str | None) -> ToolError:
     label = what or os.path.basename(str(argv[0]))
     tail = output.strip()[-TAIL_CHARS:]
     status = "could not start" if returncode is None else f"exited {returncode}"
-    return ToolError(f"{label} {status}: {' '.join(map(str, argv))}\n{tail}".rstrip(), argv=argv,
+    return ToolError(f"{label} {status}: {' '.join(map(str, argv))}\n{tail}".rstrip(), argv=[str(a) for a in argv],
                      returncode=returncode, output=tail)
 
 
-def run(argv: Sequence[str], *, check: bool = True, what: str | None = None, env: Mapping[str, str] | None = None,
-        input: str | bytes | None = None, cwd: str | os.PathLike | None = None, timeout: float | None = None,
+def run(argv: Sequence[str | os.PathLike[str]], *, check: bool = True, what: str | None = None,
+        env: Mapping[str, str] | None = None, input: str | bytes | None = None, cwd: str | os.PathLike | None = None,
+        timeout: float | None = None,
         text: bool = True) -> subprocess.CompletedProcess:
     """Run a tool to completion and capture its output; :class:`ToolError` when it fails and ``check`` is set."""
     argv = [str(a) for a in argv]
@@ -58,7 +59,7 @@ def run(argv: Sequence[str], *, check: bool = True, what: str | None = None, env
 
 
 @contextmanager
-def stream(argv: Sequence[str], *, what: str | None = None, env: Mapping[str, str] | None = None,
+def stream(argv: Sequence[str | os.PathLike[str]], *, what: str | None = None, env: Mapping[str, str] | None = None,
            cwd: str | os.PathLike | None = None, tail_lines: int = 40,
            on_start: Callable[[subprocess.Popen], None] | None = None) -> Iterator[Iterator[str]]:
     """Run a tool with stdout and stderr merged; yields its lines as they come; fails with the last lines.

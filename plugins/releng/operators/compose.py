@@ -148,7 +148,7 @@ class FinalizeComposeOperator(BaseOperator):
     :param summary: prepare_compose's summary (``prepare.output``)
     :param deliverables: mapped task id -> the plan list it runs over, for the deliverables the profile
         may mark ``failable`` (``{"pull_cloud_images": "cloud", "build_dvd_iso": "dvd"}``)
-    :param watched: task ids whose states decide the outcome (the compose's work tasks)
+    :param watched: task ids whose states decide the outcome (default: every task upstream of this one)
     """
 
     template_fields = ("summary",)
@@ -158,7 +158,12 @@ class FinalizeComposeOperator(BaseOperator):
         super().__init__(**kwargs)
         self.summary = summary
         self.deliverables = dict(deliverables or {})
-        self.watched = tuple(watched)
+        self._watched = tuple(watched)
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        """The work tasks: the DAG wires finalize directly downstream of each, so no list of ids is kept."""
+        return self._watched or tuple(sorted(self.upstream_task_ids))
 
     def execute(self, context: Context) -> dict:
         if not self.summary:
@@ -189,7 +194,15 @@ class SyncToStagingOperator(BaseOperator):
     FINISHED_INCOMPLETE is refused before anything is copied; payload, repodata files, repomd.xml (signed with
     ``RELENG_REPO_SIGNING_KEY`` when set), never deleting. The staging asset event's extra names the release,
     rc, staging dir and compose, which ``promote_to_production`` reads. Runs in the ``rsync`` pool.
+
+    :param summary: prepare_compose's summary (``prepare.output``)
     """
+
+    template_fields = ("summary",)
+
+    def __init__(self, *, summary: Mapping | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.summary = summary
 
     def execute(self, context: Context) -> dict:
         from releng.assets import STAGING_ASSET
@@ -197,7 +210,9 @@ class SyncToStagingOperator(BaseOperator):
         from releng.core.staging.signing import SigningError
         from releng.core.staging.sync_to_staging import StagingError, stage_compose
 
-        summary = context["ti"].xcom_pull(task_ids="prepare_compose")
+        summary = self.summary
+        if not summary:
+            raise AirflowFailException("prepare_compose left no summary; the compose was never created")
         layout = layout_of(summary)
         s = settings()
         trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)

@@ -34,6 +34,7 @@ from releng.core.compose.deploy_extra_files import extra_files_dir
 from releng.core.disc import MAX_VOLID, NotAnIsoError, discinfo_text, media_repo_text, read_volid
 from releng.core.fs import atomic_write, link_or_copy, swap_symlink
 from releng.core.layout import ComposeLayout, LayoutError, repo_dir_name
+from releng.core.log import Logger
 from releng.core.profile import IsoImage, ReleaseProfile
 from releng.core.run import ToolError, stream, tool_env
 
@@ -333,7 +334,7 @@ class DvdResult:
 _PROGRESS_RE = re.compile(r"Writing:|ISO image produced|Written to medium|WARNING|SORRY|FAILURE|completed")
 
 
-def run_tool(argv: Sequence[str], logger: logging.Logger, *, env: Mapping[str, str] | None = None,
+def run_tool(argv: Sequence[str], logger: Logger, *, env: Mapping[str, str] | None = None,
              show: Callable[[str], bool] = lambda _line: True, what: str = "") -> str:
     """Run a tool, streaming its output lines to ``logger`` (those ``show`` accepts); return the output.
 
@@ -352,13 +353,13 @@ def run_tool(argv: Sequence[str], logger: logging.Logger, *, env: Mapping[str, s
     return "\n".join(lines)
 
 
-def iso_manifest(path: Path, logger: logging.Logger = log) -> list[str]:
+def iso_manifest(path: Path, logger: Logger = log) -> list[str]:
     """The sorted paths on an ISO, as its ``.manifest`` lists them (also what boot.iso.manifest holds)."""
     return parse_find_output(run_tool(xorriso_find_argv(path), logger, show=lambda _line: False))
 
 
 def build_variant_tree(layout: ComposeLayout, arch: str, image: IsoImage, lorax_tree: Path,
-                       logger: logging.Logger = log) -> tuple[Path, int]:
+                       logger: Logger = log) -> tuple[Path, int]:
     """``work/lorax/<arch>/<image>``: lorax's tree hard-linked, without boot.iso and its manifest, with the
     disc .treeinfo/.discinfo/media.repo; built beside and swapped in. Returns (tree, build timestamp).
     """
@@ -436,7 +437,7 @@ def _fsync(path: Path) -> None:
 
 
 def build_dvd(layout: ComposeLayout, arch: str, image_name: str, rc: bool, *, lorax_tree: Path | None = None,
-              logger: logging.Logger = log) -> DvdResult:
+              logger: Logger = log) -> DvdResult:
     """Build one DVD into ``work/isos/<arch>/`` with its manifest, CHECKSUM files and generic/latest links."""
     started = time.monotonic()
     profile = layout.profile

@@ -20,6 +20,7 @@ from releng.core.compose.prepare_compose import ComposePlan, ComposeSummary, pla
 from releng.core.compose.status import reopen, write_status
 from releng.core.fs import swap_symlink
 from releng.core.layout import ComposeLayout, LayoutError
+from releng.core.log import Logger
 from releng.core.profile import ReleaseProfile, Repo
 from releng.core.repo.primary import iter_packages
 from releng.core.treeinfo import write_repo_treeinfo
@@ -133,7 +134,7 @@ class FinalizeResult:
 
 def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Mapping[str, str | None],
                      watched: Iterable[str], deliverables: Mapping[str, str],
-                     logger: logging.Logger = log) -> FinalizeResult:
+                     logger: Logger = log) -> FinalizeResult:
     """Decide STATUS from the run's task states (``task`` or ``task_<map_index>``), publish, write metadata.
 
     ``deliverables`` maps a mapped task id to the plan list it runs over, for the deliverables the profile
@@ -182,7 +183,7 @@ def link_tree(src: Path, dest: Path) -> int:
 
 
 def publish(layout: ComposeLayout, arches: Iterable[str], rc: bool,
-            logger: logging.Logger = log) -> list[metadata.ImageRecord]:
+            logger: Logger = log) -> list[metadata.ImageRecord]:
     """work/isos and work/images -> compose/ (hard links), per-arch CHECKSUM, images.json records.
 
     Each deliverable's own ``.CHECKSUM`` is reused: a multi-GB ISO is never hashed again.
@@ -222,11 +223,12 @@ def image_records(layout: ComposeLayout, directory: Path, arch: str, kind: str,
                 int(st.st_mtime), sha, volume_id=layout.volid(arch, rc), bootable=True,
                 implant_md5=metadata.implanted_md5(path), subvariant=variant))
         else:
-            image_type, variant = cloud_kind_of(layout.profile, path.name)
+            image_type, cloud_variant = cloud_kind_of(layout.profile, path.name)
             fmt = layout.profile.cloud_images[image_type].format
-            ptype, pformat = metadata.cloud_image_type(fmt, variant)
-            out.append(metadata.ImageRecord(rel, arch, "BaseOS", ptype, pformat, st.st_size, int(st.st_mtime),
-                                            sha, subvariant=f"{image_type}-{variant}" if variant else image_type))
+            ptype, pformat = metadata.cloud_image_type(fmt, cloud_variant)
+            subvariant = f"{image_type}-{cloud_variant}" if cloud_variant else image_type
+            out.append(metadata.ImageRecord(rel, arch, "BaseOS", ptype, pformat, st.st_size, int(st.st_mtime), sha,
+                                            subvariant=subvariant))
     return out
 
 
@@ -242,7 +244,7 @@ def cloud_kind_of(profile: ReleaseProfile, filename: str) -> tuple[str, str | No
 
 
 def write_metadata(layout: ComposeLayout, summary: ComposeSummary, records: list[metadata.ImageRecord],
-                   logger: logging.Logger = log) -> None:
+                   logger: Logger = log) -> None:
     params = summary.params
     date = layout.compose_id.rsplit("-", 1)[1].split(".")[0]
     ci = metadata.compose_info(layout, params.arches, date, params.rc, metadata.iso_variants(layout, params.images),

@@ -21,6 +21,7 @@ from typing import Any
 from releng.core import checksums, modes, s3keys
 from releng.core.fs import swap_symlink
 from releng.core.layout import ComposeLayout
+from releng.core.log import Logger
 from releng.core.profile import CloudImage, ReleaseProfile
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def local_cloud_digest(path: Path, size: int) -> str | None:
 class _Progress:
     """boto3 transfer callback: logs bytes and rate at most every ``every`` seconds (threads call it)."""
 
-    def __init__(self, logger: logging.Logger, name: str, total: int, every: float = 10.0):
+    def __init__(self, logger: Logger, name: str, total: int, every: float = 10.0):
         self.log, self.name, self.total, self.every = logger, name, total, every
         self.done = 0
         self.started = self.last = time.monotonic()
@@ -177,7 +178,7 @@ class _Progress:
 
 
 def pull_cloud_images(layout: ComposeLayout, image_type: str, arch: str, hook: Any, bucket: str,
-                      logger: logging.Logger = log) -> dict:
+                      logger: Logger = log) -> dict:
     """Pull the newest build of each variant of ``image_type`` for ``arch`` into ``work/images/<arch>``.
 
     ``hook`` is an Airflow S3Hook (``iter_file_metadata``, ``get_key``, ``transfer_config``).
@@ -204,7 +205,7 @@ def pull_cloud_images(layout: ComposeLayout, image_type: str, arch: str, hook: A
 
 
 def _pull(hook: Any, bucket: str, layout: ComposeLayout, image: CloudImage, build: CloudBuild, arch: str,
-          logger: logging.Logger) -> str:
+          logger: Logger) -> str:
     obj = hook.get_key(build.key, bucket)
     expected = (obj.metadata or {}).get(s3keys.CHECKSUM_METADATA)
     if not expected:
@@ -213,7 +214,7 @@ def _pull(hook: Any, bucket: str, layout: ComposeLayout, image: CloudImage, buil
             f"verified; re-upload it with --metadata {s3keys.CHECKSUM_METADATA}=<hex digest>")
     final = layout.work_images(arch) / build.filename
     digest = local_cloud_digest(final, obj.content_length)
-    if digest == expected.lower():
+    if digest is not None and digest == expected.lower():
         logger.info("%s already downloaded and verified; keeping it", final)
         install_cloud_image(layout, image, build, arch, final, digest)
         return final.name

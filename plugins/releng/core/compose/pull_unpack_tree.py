@@ -25,6 +25,7 @@ from releng.core.checksums import checksum, file_digest, write_checksum_file
 from releng.core.disc import NotAnIsoError, read_volid
 from releng.core.fs import link_or_copy, swap_symlink
 from releng.core.layout import ComposeLayout
+from releng.core.log import Logger
 from releng.core.modes import public_dirs
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class UnpackInputError(ValueError):
 
 def pull_unpack_tree(layout: ComposeLayout, arch: str, hook: Any, bucket: str, *, rc: bool,
                      lorax_result: Mapping | None = None, newest: bool = False, kickstart: bool = True,
-                     logger: logging.Logger = log) -> dict:
+                     logger: Logger = log) -> dict:
     """Fetch, verify and unpack ``arch``'s lorax tarball; place the boot ISO and the installer tree.
 
     ``hook`` is an Airflow S3Hook. Returns ``{"arch", "volid", "boot_iso", "lorax_dir", "tree_files"}``.
@@ -77,7 +78,7 @@ def pull_unpack_tree(layout: ComposeLayout, arch: str, hook: Any, bucket: str, *
 
 
 class _TreePull:
-    def __init__(self, layout: ComposeLayout, arch: str, hook: Any, bucket: str, logger: logging.Logger):
+    def __init__(self, layout: ComposeLayout, arch: str, hook: Any, bucket: str, logger: Logger):
         self.layout, self.arch, self.hook, self.bucket, self.log = layout, arch, hook, bucket, logger
 
     # --- S3 ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from releng.core.repo.repomd import RepoError
 
@@ -36,31 +36,33 @@ def _zstd_reader(path: Path) -> BinaryIO:
         )
     if not path.is_file():
         raise FileNotFoundError(path)
-    return _ZstdPipe(path)
+    return cast(BinaryIO, io.BufferedReader(_ZstdPipe(path)))
 
 
 class _ZstdPipe(io.RawIOBase):
     """``zstd -dc FILE`` as a readable stream (streams, so memory stays flat)."""
 
     def __init__(self, path: Path):
-        self._proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
+        proc = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None  # both are pipes
+        self._proc, self._stdout, self._stderr = proc, proc.stdout, proc.stderr
         self._path = path
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._proc.stdout.read(len(buffer))
+        data = self._stdout.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     def close(self) -> None:
         if self.closed:
             return
-        self._proc.stdout.close()
-        err = self._proc.stderr.read().decode(errors="replace").strip()
-        self._proc.stderr.close()
+        self._stdout.close()
+        err = self._stderr.read().decode(errors="replace").strip()
+        self._stderr.close()
         rc = self._proc.wait()
         super().close()
         if rc != 0:
@@ -75,13 +77,14 @@ def open_metadata(path: Path) -> Iterator[BinaryIO]:
     if suffix == ".zck":
         raise RepoError(f"{path}: zchunk metadata cannot be read here; read the record of the same type without "
                         "_zck (createrepo_c writes both)")
+    f: BinaryIO
     try:
         if suffix == ".gz":
-            f = gzip.open(path, "rb")
+            f = cast(BinaryIO, gzip.open(path, "rb"))
         elif suffix == ".xz":
-            f = lzma.open(path, "rb")
+            f = cast(BinaryIO, lzma.open(path, "rb"))
         elif suffix == ".bz2":
-            f = bz2.open(path, "rb")
+            f = cast(BinaryIO, bz2.open(path, "rb"))
         elif suffix == ".zst":
             f = _zstd_reader(path)
         else:

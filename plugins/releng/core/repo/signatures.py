@@ -117,11 +117,11 @@ def unverified_signatures(files: Iterable[Path | str], stdout: str) -> list[str]
             verdicts[path] = verdict
     bad = []
     for name in map(str, files):
-        verdict = verdicts.get(name)
-        if verdict is None:
+        found = verdicts.get(name)
+        if found is None:
             bad.append(f"{name}: no verdict from rpm -K (not a readable rpm package?)")
-        elif not verdict.endswith("signatures OK"):
-            bad.append(f"{name}: {verdict}")
+        elif not found.endswith("signatures OK"):
+            bad.append(f"{name}: {found}")
     return bad
 
 

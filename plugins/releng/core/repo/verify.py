@@ -46,7 +46,7 @@ class VerifyCache:
 
     def known(self, file: Path, st: os.stat_result, fact: str) -> bool:
         entry = self.old.get(str(file))
-        return bool(entry) and entry[0] == _fingerprint(st) and fact in entry[1]
+        return entry is not None and entry[0] == _fingerprint(st) and fact in entry[1]
 
     def remember(self, file: Path, st: os.stat_result, fact: str) -> None:
         entry = self.seen.setdefault(str(file), [_fingerprint(st), []])
