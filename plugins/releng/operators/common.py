@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from releng.core.compose.prepare_compose import compose_layout
@@ -57,3 +58,46 @@ def resolve_compose(summary: Mapping | None, release: str | None, compose: str |
         return compose_layout(profile, compose, site_settings().compose_root)
     except LayoutError as exc:
         raise AirflowFailException(str(exc)) from None
+
+
+class SummaryOperator(BaseOperator):
+    """A step that acts on the run its first task prepared; the DAG passes that task's output in.
+
+    :param summary: the preparing task's summary (``prepare.output``)
+    """
+
+    template_fields: Sequence[str] = ("summary",)
+
+    def __init__(self, *, summary: Mapping | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.summary = summary
+
+    def require_summary(self) -> Mapping:
+        if not self.summary:
+            raise AirflowFailException("no summary from the preparing task: it did not succeed, or the DAG does not "
+                                       "pass its output as summary")
+        return self.summary
+
+
+class WorkListOperator(SummaryOperator):
+    """plan.<kind>: one work list of the run for a mapped task (Airflow maps only over return values).
+
+    :param kind: which work list (one of the subclass's ``kinds``)
+    """
+
+    kinds: Sequence[str] = ()
+    ui_color = "#f4f4f4"
+
+    def __init__(self, *, kind: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if kind not in self.kinds:
+            raise ValueError(f"unknown work list {kind!r}; one of {', '.join(self.kinds)}")
+        self.kind = kind
+
+    def work_list(self, summary: Mapping) -> list[dict]:
+        raise NotImplementedError
+
+    def execute(self, context: Context) -> list[dict]:
+        items = self.work_list(self.require_summary())
+        self.log.info("%d %s items", len(items), self.kind)
+        return items

@@ -19,7 +19,7 @@ from releng.core.compose.deploy_extra_files import ExtraFilesError, deploy_extra
 from releng.core.compose.prepare_compose import ComposeSummary
 from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.settings import settings
-from releng.operators.common import load_release
+from releng.operators.common import SummaryOperator, WorkListOperator, load_release
 
 log = logging.getLogger(__name__)
 PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
@@ -87,29 +87,17 @@ def reopen_before(prepare: BaseOperator) -> Callable[[Context], None]:
     return functools.partial(reopen_compose, prepare_task_id=prepare.task_id)
 
 
-class PlanWorkOperator(BaseOperator):
+class PlanWorkOperator(WorkListOperator):
     """plan.<kind>: one of the compose's work lists for a mapped task (Airflow maps only over return values).
 
     :param kind: one of ``reposync``, ``kickstart``, ``repoclosure``, ``lorax``, ``dvd``, ``cloud``
     :param summary: prepare_compose's summary (``prepare.output``)
     """
 
-    template_fields = ("summary",)
-    ui_color = "#f4f4f4"
+    kinds = PLAN_KINDS
 
-    def __init__(self, *, kind: str, summary: Mapping | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if kind not in PLAN_KINDS:
-            raise ValueError(f"unknown work list {kind!r}; one of {', '.join(PLAN_KINDS)}")
-        self.kind = kind
-        self.summary = summary
-
-    def execute(self, context: Context) -> list[dict]:
-        if not self.summary:
-            raise AirflowFailException("no compose summary: pass prepare_compose's output as summary")
-        items = plan_items(self.summary, self.kind)
-        self.log.info("%d %s items", len(items), self.kind)
-        return items
+    def work_list(self, summary: Mapping) -> list[dict]:
+        return plan_items(summary, self.kind)
 
 
 # --- .map() callables: one planned item -> one mapped task's kwargs (run on the worker, pure) ------------
@@ -138,7 +126,7 @@ def repoclosure_kwargs(item: dict) -> dict:
             "compose_dir": str(layout.compose), "work_dir": str(layout.work / "repoclosure")}
 
 
-class FinalizeComposeOperator(BaseOperator):
+class FinalizeComposeOperator(SummaryOperator):
     """finalize_compose: STATUS from the run's task states, ISOs and images published, metadata written.
 
     Runs with ``trigger_rule=all_done`` directly downstream of every work task; the rules are
@@ -151,12 +139,8 @@ class FinalizeComposeOperator(BaseOperator):
     :param watched: task ids whose states decide the outcome (default: every task upstream of this one)
     """
 
-    template_fields = ("summary",)
-
-    def __init__(self, *, summary: Mapping | None = None, deliverables: dict[str, str] | None = None,
-                 watched: Iterable[str] = (), **kwargs):
+    def __init__(self, *, deliverables: dict[str, str] | None = None, watched: Iterable[str] = (), **kwargs):
         super().__init__(**kwargs)
-        self.summary = summary
         self.deliverables = dict(deliverables or {})
         self._watched = tuple(watched)
 
@@ -166,10 +150,8 @@ class FinalizeComposeOperator(BaseOperator):
         return self._watched or tuple(sorted(self.upstream_task_ids))
 
     def execute(self, context: Context) -> dict:
-        if not self.summary:
-            raise AirflowFailException("prepare_compose left no summary; the compose was never created")
-        summary = ComposeSummary.from_xcom(self.summary)
-        layout = layout_of(self.summary)
+        summary = ComposeSummary.from_xcom(self.require_summary())
+        layout = layout_of(self.require_summary())
         run_id = context["dag_run"].run_id
         ti = context["ti"]
         states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})
@@ -187,7 +169,7 @@ class FinalizeComposeOperator(BaseOperator):
         return result.to_xcom()
 
 
-class SyncToStagingOperator(BaseOperator):
+class SyncToStagingOperator(SummaryOperator):
     """sync_to_staging: a finished compose into its staging release directory, the staging links, the asset.
 
     ``releng.core.staging.sync_to_staging.stage_compose``: a compose whose STATUS is not FINISHED or
@@ -198,21 +180,13 @@ class SyncToStagingOperator(BaseOperator):
     :param summary: prepare_compose's summary (``prepare.output``)
     """
 
-    template_fields = ("summary",)
-
-    def __init__(self, *, summary: Mapping | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.summary = summary
-
     def execute(self, context: Context) -> dict:
         from releng.assets import STAGING_ASSET
         from releng.core.layout import ReleaseTrees
         from releng.core.staging.signing import SigningError
         from releng.core.staging.sync_to_staging import StagingError, stage_compose
 
-        summary = self.summary
-        if not summary:
-            raise AirflowFailException("prepare_compose left no summary; the compose was never created")
+        summary = self.require_summary()
         layout = layout_of(summary)
         s = settings()
         trees = ReleaseTrees(layout.profile, s.staging_root, s.production_root)
@@ -226,7 +200,7 @@ class SyncToStagingOperator(BaseOperator):
         return staged.to_xcom(self.dag_id)
 
 
-class DeployExtraFilesOperator(BaseOperator):
+class DeployExtraFilesOperator(SummaryOperator):
     """deploy_extra_files: the profile's extra files (EULA, LICENSE, GPG keys...) from its git branch.
 
     ``releng.core.compose.deploy_extra_files``; ``RELENG_EXTRA_FILES_GIT`` names a mirror of the repository.
@@ -234,16 +208,8 @@ class DeployExtraFilesOperator(BaseOperator):
     :param summary: prepare_compose's summary (``prepare.output``)
     """
 
-    template_fields = ("summary",)
-
-    def __init__(self, *, summary: Mapping | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.summary = summary
-
     def execute(self, context: Context) -> dict:
-        if not self.summary:
-            raise AirflowFailException("no compose summary: pass prepare_compose's output as summary")
-        layout = layout_of(self.summary)
+        layout = layout_of(self.require_summary())
         try:
             result = deploy_extra_files(layout, settings().extra_files_git)
         except ExtraFilesError as exc:

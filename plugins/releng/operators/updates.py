@@ -26,7 +26,7 @@ from releng.core.updates.emit_staging_asset import staging_event
 from releng.core.updates.prepare_updates import PLAN_KINDS, UpdatesSummary, prepare_updates, work_list
 from releng.core.updates.remove_work_area import remove_work_areas
 from releng.core.updates.update_repodata import TreeUpdate, update_repodata
-from releng.operators.common import load_release, site_settings
+from releng.operators.common import WorkListOperator, load_release, site_settings
 
 
 class PrepareUpdatesOperator(BaseOperator):
@@ -58,7 +58,7 @@ class PrepareUpdatesOperator(BaseOperator):
         return summary.to_xcom()
 
 
-class PlanOperator(BaseOperator):
+class PlanOperator(WorkListOperator):
     """plan.<kind>: one work list of the run for a mapped task (Airflow maps only over return values).
 
     :param kind: ``reposync`` (SyncReposOperator kwargs), ``repoclosure`` (RepoclosureOperator kwargs) or
@@ -66,21 +66,11 @@ class PlanOperator(BaseOperator):
     :param summary: prepare_updates' summary
     """
 
-    template_fields = ("summary",)
-    ui_color = "#f4f4f4"
+    kinds = PLAN_KINDS
 
-    def __init__(self, *, kind: str, summary: Mapping, **kwargs):
-        super().__init__(**kwargs)
-        if kind not in PLAN_KINDS:
-            raise ValueError(f"unknown work list {kind!r}; one of {', '.join(PLAN_KINDS)}")
-        self.kind = kind
-        self.summary = summary
-
-    def execute(self, context: Context) -> list[dict]:
-        summary = UpdatesSummary.from_xcom(self.summary)
-        items = work_list(summary, load_release(summary.release), self.kind)
-        self.log.info("%d %s items", len(items), self.kind)
-        return items
+    def work_list(self, summary: Mapping) -> list[dict]:
+        updates = UpdatesSummary.from_xcom(summary)
+        return work_list(updates, load_release(updates.release), self.kind)
 
 
 class SyncToStagingOperator(BaseOperator):
