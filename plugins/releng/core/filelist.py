@@ -1,4 +1,4 @@
-"""Mirror file lists in the quick-fedora-mirror format (../shared/reference/sync.md §3).
+"""Mirror file lists: what quick-fedora-mirror, MirrorManager and mirror scanners read.
 
 ``fullfiletimelist-<category>``, what quick-fedora-mirror clients, MirrorManager
 and scan-primary-mirror read::
