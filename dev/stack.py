@@ -445,8 +445,7 @@ def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callabl
     while time.monotonic() - started < timeout:
         time.sleep(5)
         state = _api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}")["state"]
-        tis = _api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}"
-                                      "/taskInstances?limit=1000")["task_instances"]
+        tis = _task_instances(url, token, "full_compose", run_id)
         counts: dict[str, int] = {}
         for ti in tis:
             counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
@@ -460,6 +459,19 @@ def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callabl
                 log(f"full_compose {state}; failed tasks: {', '.join(failed)} (logs in the UI)")
             return state
     raise RuntimeError(f"full_compose run {run_id} did not finish in {timeout:.0f} s; see {url}")
+
+
+def _task_instances(url: str, token: str, dag_id: str, run_id: str, page: int = 100) -> list[dict]:
+    """Every task instance of a run: the API returns at most 100 per request, whatever the limit asked."""
+    from urllib.parse import quote
+
+    found: list[dict] = []
+    while True:
+        answer = _api(url, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+                                         f"/taskInstances?limit={page}&offset={len(found)}")
+        found += answer["task_instances"]
+        if not answer["task_instances"] or len(found) >= answer["total_entries"]:
+            return found
 
 
 def main(argv: list[str] | None = None) -> int:
