@@ -13,6 +13,7 @@ import pytest
 
 from releng.core import filelist
 from tests.dagrun import run_dag
+from tests.promotion.conftest import new_release_key
 from tests.promotion.test_dag import respond
 from tests.umask import not_public, private_umask
 
@@ -23,12 +24,7 @@ pytestmark = [pytest.mark.slow]
 def release_key(tmp_path, monkeypatch):
     """RELENG_REPO_SIGNING_KEY: a key of its own, not the one that signed the build system's repomd.xml."""
     home = tmp_path / "release-gnupg"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch"]
-    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Release key (test) <release@releng.invalid>",
-                    "ed25519", "sign", "never"], check=True, capture_output=True)
-    out = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True).stdout
-    fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    fpr = new_release_key(home)
     monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", fpr)
     monkeypatch.setenv("RELENG_GNUPGHOME", str(home))
     yield fpr

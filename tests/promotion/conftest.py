@@ -156,3 +156,16 @@ def update_repo(repo: Path, rpms: list[Path], *, gnupghome: Path, fpr: str) -> N
     subprocess.run(["createrepo_c", "--quiet", "--update", "--keep-all-metadata", "--no-database", "--workers", "1",
                     "--checksum", "sha256", str(repo)], check=True, capture_output=True)
     sign_repomd(repo, gnupghome, fpr)
+
+
+def new_release_key(home: Path) -> str:
+    """A fresh ed25519 signing key in GnuPG home ``home`` (not the build system's); returns its fingerprint.
+
+    The caller stops its gpg-agent afterwards (``gpgconf --homedir HOME --kill all``).
+    """
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch"]
+    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Release key (test) <release@releng.invalid>",
+                    "ed25519", "sign", "never"], check=True, capture_output=True)
+    out = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True).stdout
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))

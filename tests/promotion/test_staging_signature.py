@@ -23,6 +23,7 @@ from releng.core.repo.signatures import SignatureChecker
 from releng.core.settings import settings
 from releng.core.staging import sync_to_staging
 from releng.operators.compose import SyncToStagingOperator
+from tests.promotion.conftest import new_release_key
 
 REPOS = (("BaseOS", "x86_64"), ("AppStream", "x86_64"), ("BaseOS", "aarch64"))
 
@@ -31,12 +32,7 @@ REPOS = (("BaseOS", "x86_64"), ("AppStream", "x86_64"), ("BaseOS", "aarch64"))
 def release_key(tmp_path):
     """A release signing key of its own (not the build system's); its gpg-agent is stopped after the test."""
     home = tmp_path / "release-gnupg"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch"]
-    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Release key (test) <release@releng.invalid>",
-                    "ed25519", "sign", "never"], check=True, capture_output=True)
-    out = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True).stdout
-    yield home, next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    yield home, new_release_key(home)
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
