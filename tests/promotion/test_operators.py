@@ -84,6 +84,7 @@ class FakeTi:
     def __init__(self, xcoms: dict):
         self.xcoms = xcoms
         self.pushed: dict = {}
+        self.id, self.try_number = "0189", 1
 
     def xcom_pull(self, task_ids, key="return_value"):
         return self.xcoms.get((task_ids, key))
@@ -158,6 +159,7 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     op = _approval(assigned_users=[{"id": "approver", "name": "approver"}])
     event = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "admin",
              "name": "admin"}, "responded_at": datetime(2026, 1, 2, tzinfo=UTC)}
+    ops.approval.approval_request(_state(staged), "r1", "0190")  # what execute() wrote when it asked
     ti = SimpleNamespace(id="0190", try_number=1, **{"xcom_push": FakeTi({}).xcom_push, "pushed": {}})
     with pytest.raises(AirflowFailException, match="'admin', who is not in RELENG_APPROVERS"):
         op.execute_complete({**_ctx("r1", ti), "task": op}, event)
@@ -168,6 +170,9 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     event["responded_by_user"] = {"id": "approver", "name": "approver"}
     ti = FakeTi({})
     ti.id, ti.try_number = "0191", 1
+    with pytest.raises(AirflowFailException, match="no longer matches this run's report"):
+        op.execute_complete({**_ctx("r1", ti), "task": op}, event)  # not the task instance that asked
+    ops.approval.approval_request(_state(staged), "r1", "0191")
     op.execute_complete({**_ctx("r1", ti), "task": op}, event)
     decision = approval.load_decision(_state(staged), "r1")
     assert decision["choice"] == "Approve" and decision["decided_by"] == {"id": "approver", "name": "approver"}
@@ -205,7 +210,8 @@ def test_audit_record_is_appended_once(staged):
     ctx = _ctx("r1")
     audit = ops.RecordPromotionOperator(task_id="record_promotion")
     assert audit.execute(ctx)["outcome"] == "timed out (default: Reject)"
-    audit.execute(ctx)  # a retry of the audit task does not duplicate the line
+    with pytest.raises(AirflowSkipException, match="nothing to record"):
+        audit.execute(ctx)  # the run is closed: a retry of the audit task does not add a line
     lines = (staged.production_root / ".releng" / "promotion-log.jsonl").read_text().splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])

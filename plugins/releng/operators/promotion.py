@@ -91,7 +91,7 @@ class PromotionApprovalOperator(ApprovalOperator):
 
     def execute(self, context: Context):
         try:
-            record = approval.approval_request(state_dir(settings()), context["run_id"])
+            record = approval.approval_request(state_dir(settings()), context["run_id"], str(context["ti"].id))
         except approval.NothingToApprove as exc:
             raise AirflowSkipException(str(exc)) from None
         except PromotionError as exc:

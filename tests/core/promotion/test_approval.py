@@ -102,7 +102,8 @@ def test_outcomes_come_from_the_gate_files(state):
     entry, appended = approval.close_run(state, record, "d")
     assert appended and entry["outcome"] == "promoted" and entry["decided_by"]["id"] == "approver"
     assert not approval.pending_file(state, RUN).exists()
-    assert approval.close_run(state, record, "d")[1] is False  # a rerun teardown does not log twice
+    assert approval.record_promotion(state, RUN, "d") is None  # closed: a rerun teardown logs nothing more
+    assert approval.load_decision(state, RUN) is None  # the decision is used up: a replayed phase finds none
 
 
 def test_a_run_that_ended_without_its_audit_entry_is_logged_by_the_next_report(state):

@@ -51,6 +51,10 @@ def decision_file(state: StateDir, run_id: str) -> Path:
     return _run_dir(state, "decisions") / f"{slug(run_id)}.json"
 
 
+def asked_file(state: StateDir, run_id: str) -> Path:
+    return _run_dir(state, "asked") / f"{slug(run_id)}.json"
+
+
 def pending_file(state: StateDir, run_id: str) -> Path:
     return _run_dir(state, "pending") / f"{slug(run_id)}.json"
 
@@ -99,8 +103,10 @@ def needs_approval(record: Mapping, lists_stale: bool) -> bool:
 
 
 def open_run(state: StateDir, record: Mapping) -> None:
-    """A new report revokes any earlier decision of its run and marks the run as owing an audit entry."""
+    """A new report revokes any earlier decision and open request of its run and marks the run as owing an
+    audit entry."""
     revoke(state, record["run_id"])
+    asked_file(state, record["run_id"]).unlink(missing_ok=True)
     for step in STEPS:
         step_file(state, record["run_id"], step).unlink(missing_ok=True)
     _write_json(pending_file(state, record["run_id"]), {
@@ -117,9 +123,11 @@ class NothingToApprove(Exception):
     """The run has nothing for an approver to decide: a dry run, or staging equals production."""
 
 
-def approval_request(state: StateDir, run_id: str) -> dict:
+def approval_request(state: StateDir, run_id: str, ti_id: str) -> dict:
     """The record to ask the approvers about; asking again (a cleared task) withdraws an earlier answer.
 
+    The request is bound to this record's digest and to the asking task instance: an answer only counts
+    for the report the approvers were shown (a report made again while they are asked withdraws it).
     :class:`NothingToApprove` for a dry run and for a run whose report opened nothing at the gate.
     """
     revoke(state, run_id)
@@ -128,6 +136,8 @@ def approval_request(state: StateDir, run_id: str) -> dict:
         raise NothingToApprove("dry run: the change report is the result; nothing to approve or promote")
     if not pending_file(state, run_id).exists():
         raise NothingToApprove("staging and production are identical; nothing to approve")
+    _write_json(asked_file(state, run_id), {"run_id": run_id, "digest": record["digest"], "ti_id": ti_id,
+                                            "asked_at": utc_now()})
     return record
 
 
@@ -172,6 +182,12 @@ def decide(state: StateDir, run_id: str, event: Mapping[str, Any], approvers: It
     """
     try:
         record = run_record(state, run_id)
+        asked = _read_json(asked_file(state, run_id))
+        if not asked or asked.get("ti_id") != task.get("ti_id") or asked.get("digest") != record["digest"]:
+            raise PromotionRefused(f"the answer is for a request that no longer matches this run's report (the "
+                                   f"report was made again after the approvers were asked, or the request was "
+                                   f"not made by this task); nothing was promoted. Clear approve_promotion to ask "
+                                   f"the approvers about report {record['digest']}")
         if "error" in event:
             raise PromotionRefused(f"the approval request ended without an answer ({event.get('error')})"
                                    "; nothing was promoted. Trigger the promotion again")
@@ -299,9 +315,15 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
 
 
 def close_run(state: StateDir, record: Mapping, dag_id: str) -> tuple[dict, bool]:
-    """Append the run's outcome to the audit log and drop its pending marker; (entry, appended)."""
+    """Append the run's outcome to the audit log and close the run; (entry, appended).
+
+    The decision is used up here: a phase cleared or replayed later (or a run recreated with the same id)
+    finds no approval and needs a new report and a new answer.
+    """
     entry = outcome_entry(state, record, dag_id)
     appended = append_audit(state, entry)
+    revoke(state, record["run_id"])
+    asked_file(state, record["run_id"]).unlink(missing_ok=True)
     pending_file(state, record["run_id"]).unlink(missing_ok=True)
     return entry, appended
 
@@ -337,6 +359,7 @@ def close_abandoned(state: StateDir, current_run_id: str, dag_id: str) -> list[d
         entry["event"] = "abandoned"
         entry["outcome"] = f"abandoned: the run ended without its audit record ({entry['outcome']})"
         append_audit(state, entry)
+        revoke(state, pending["run_id"])
         os.unlink(path)
         entries.append(entry)
     return entries
