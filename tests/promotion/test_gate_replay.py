@@ -1,4 +1,4 @@
-"""Security review of the approval gate: bypasses found (each test fails while the hole is open).
+"""Replays and swapped reports against the approval gate (found by a hostile review; each test failed before the fix).
 
 Same harness as test_gate.py: Airflow's REST app as ``admin`` (DAG edit rights, not an approver), the
 DAG run in this process with ``dag.test()`` / ``resume_run``.
