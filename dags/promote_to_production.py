@@ -31,7 +31,8 @@ request, given by a user in `RELENG_APPROVERS`; forged XComs, a task marked
 success by hand or a skipped approval promote nothing and are logged as
 refusals in the audit log.
 
-A failed phase can be cleared and rerun: it converges. Params: `release`,
+Clearing a failed phase runs the change report again (its setup), which needs a
+new approval; the phases then converge. Params: `release`,
 `rc`, `dry_run` (report only), `allow_large_delete`.
 """
 

@@ -28,20 +28,25 @@ def _approved_run(dag, conf: dict, *, during=None):
     return dr, out
 
 
-def test_replaying_an_old_approved_run_does_not_change_production(staged):
-    """Finding 1: a decision file outlives its run; clear the phases of an old run, mark its report
-    success (so no new report revokes the decision) and the old approval is applied again, e.g. an RC
-    promotion rolled over the GA promotion approved after it. Nobody approved anything in between."""
+@pytest.fixture
+def rc_then_ga(staged):
+    """An approved RC promotion, then the GA tree (the RC tree with a changed CHECKSUM) approved over it."""
     dag = load_dag()
     r1, _ = _approved_run(dag, {"release": "el9", "rc": True})
     assert r1.state == "success", states(r1)
-
-    # GA staging (9.7): the RC tree with a changed CHECKSUM; an approver promotes it to production 9.7
     ga = staged.staging.with_name(staged.production.name)
     shutil.copytree(staged.staging, ga, symlinks=True)
     ga.joinpath(*CHECKSUM).write_text("GA checksums\n")
     r2, _ = _approved_run(dag, {"release": "el9", "rc": False})
     assert r2.state == "success", states(r2)
+    return dag, r1
+
+
+def test_replaying_an_old_approved_run_does_not_change_production(staged, rc_then_ga):
+    """Finding 1: a decision file outlives its run; clear the phases of an old run, mark its report
+    success (so no new report revokes the decision) and the old approval is applied again, e.g. an RC
+    promotion rolled over the GA promotion approved after it. Nobody approved anything in between."""
+    dag, r1 = rc_then_ga
     assert staged.production.joinpath(*CHECKSUM).read_text() == "GA checksums\n"
     audit_before = len(audit_lines(staged))
 
@@ -64,18 +69,11 @@ def test_replaying_an_old_approved_run_does_not_change_production(staged):
     assert len(audit_lines(staged)) > audit_before, "the replay left no audit entry"
 
 
-def test_deleted_run_recreated_with_its_run_id_gets_no_approval(staged):
+def test_deleted_run_recreated_with_its_run_id_gets_no_approval(staged, rc_then_ga):
     """Finding 1, second route: DELETE the approved run, trigger a new run with the same run_id and
     mark its report and approval success: the new run (never asked, nobody answered) finds the old
     decision and record by run id and promotes."""
-    dag = load_dag()
-    r1, _ = _approved_run(dag, {"release": "el9", "rc": True})
-    assert r1.state == "success", states(r1)
-    ga = staged.staging.with_name(staged.production.name)
-    shutil.copytree(staged.staging, ga, symlinks=True)
-    ga.joinpath(*CHECKSUM).write_text("GA checksums\n")
-    r2, _ = _approved_run(dag, {"release": "el9", "rc": False})
-    assert r2.state == "success", states(r2)
+    dag, r1 = rc_then_ga
 
     api = Api("admin", "admin")
     run_id = r1.run_id
