@@ -8,9 +8,16 @@ I/O dominates. Then, alternating, it times
 
 * **DVD step**: :func:`releng.core.compose.build_dvd_iso.build_dvd` (variant tree, xorriso, implantisomd5, boot
   check, manifest, one-pass checksum, CHECKSUM files and links), and
-* **bare xorriso**: the dialog empanadas runs (same grafts, same SOURCE_DATE_EPOCH, xorriso's
-  default flush every 16 MiB, so the ISO is on disk when it exits) by xorriso alone; the ratio is
-  against this run (target <= 1.5x), and
+* **bare xorriso**'s dialog is the one empanadas runs (same grafts, same SOURCE_DATE_EPOCH, xorriso's
+  default flush every 16 MiB, so the ISO is on disk when it exits);
+* **empanadas' per-DVD sequence**: what empanadas runs for each DVD, in its order: the flushing
+  xorriso dialog above, ``implantisomd5 --supported-iso``, ``xorriso -dev <iso> --find`` (manifest),
+  ``xorriso -indev <iso> -report_el_torito as_mkisofs`` (SORRY check), then one SHA-256 pass in
+  8 KiB reads per name finalize writes a CHECKSUM for (the ISO, its generic and its latest name:
+  3 passes). This is the job the DVD step replaces; the ratio is against this run (target <= 1.0x:
+  not slower than the old tool doing the same work),
+* **bare xorriso** (flushing dialog alone, shown for reference; the first wave's target was 1.5x
+  this, which leaves out the MD5 implant and the checksum both tools must do), and
 * **bare xorriso, no flush**: the DVD step's own dialog (``-stdio_sync off``) by xorriso alone; the
   DVD step fsyncs once at its end, this run leaves the ISO in the page cache (shown for reference),
 
@@ -22,6 +29,7 @@ Prints a markdown table with medians.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -85,10 +93,28 @@ def worker(kind: str, top: Path, out: Path) -> dict:
         subprocess.run(iso.xorriso_argv(dialog_file), check=True, capture_output=True,
                        env={**os.environ, "SOURCE_DATE_EPOCH": str(stamp)})
         size = out.stat().st_size
+        if kind == "empanadas":
+            empanadas_after_xorriso(out)
     seconds = time.perf_counter() - started
     return {"kind": kind, "seconds": seconds, "size": size,
             "rss_self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             "rss_children_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}
+
+
+def empanadas_after_xorriso(out: Path) -> None:
+    """What empanadas does with each DVD after xorriso exits: MD5 implant, manifest, SORRY check, and
+    finalize's SHA-256 of the ISO once per CHECKSUM file (real, generic and latest name), 8 KiB reads."""
+    subprocess.run(iso.implantisomd5_argv(out), check=True, capture_output=True)
+    subprocess.run(["xorriso", "-no_rc", "-dev", str(out), "--find"], check=True, capture_output=True)
+    report = subprocess.run(["xorriso", "-no_rc", "-indev", str(out), "-report_el_torito", "as_mkisofs"],
+                            check=True, capture_output=True, text=True)
+    if "SORRY" in report.stdout + report.stderr:
+        raise SystemExit(f"{out}: IMAGE WAS NOT BUILT CORRECTLY")
+    for _name in ("real", "generic", "latest"):
+        digest = hashlib.sha256()
+        with open(out, "rb") as f:
+            while chunk := f.read(8192):
+                digest.update(chunk)
 
 
 def run_worker(kind: str, top: Path, out: Path) -> dict:
@@ -105,8 +131,10 @@ def table(results: dict[str, list[dict]]) -> str:
 
     rows = ["| step | runs | median s | min s | max s | ratio | MiB/s | peak RSS self | peak RSS children |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = med("bare", "seconds")
-    for kind, label in (("bare", "bare xorriso, empanadas' dialog (flushes as it writes)"),
+    base = med("empanadas", "seconds")
+    for kind, label in (("empanadas", "empanadas' per-DVD sequence (xorriso + implantisomd5 + --find + "
+                                      "SORRY check + 3 x sha256)"),
+                        ("bare", "bare xorriso, empanadas' dialog (flushes as it writes)"),
                         ("bare_same", "bare xorriso, the DVD step's dialog (no flush, no fsync)"),
                         ("dvd", "DVD step (xorriso + implantisomd5 + boot check + manifest + checksum + fsync)")):
         secs = [r["seconds"] for r in results[kind]]
@@ -125,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs of each step (median reported)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="scratch directory")
     parser.add_argument("--keep", action="store_true", help="keep the scratch compose")
-    parser.add_argument("--worker", choices=("dvd", "bare", "bare_same"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("dvd", "empanadas", "bare", "bare_same"), help=argparse.SUPPRESS)
     parser.add_argument("--top", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -139,19 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         layout = prepare(scratch, args.size_mb)
         bare_out = scratch / "bare.iso"
         run_worker("dvd", layout.top, bare_out)  # warm-up: page cache, and the dialog the bare runs replay
-        results: dict[str, list[dict]] = {"dvd": [], "bare": [], "bare_same": []}
-        order = ("bare", "dvd", "bare_same")
+        order = ("empanadas", "dvd", "bare", "bare_same")
+        results: dict[str, list[dict]] = {kind: [] for kind in order}
         for i in range(args.runs):
-            for kind in order[i % 3:] + order[:i % 3]:
+            for kind in order[i % 4:] + order[:i % 4]:
                 results[kind].append(run_worker(kind, layout.top, bare_out))
                 print(f"run {i + 1} {kind}: {results[kind][-1]['seconds']:.2f} s", file=sys.stderr)
         dvd_size = results["dvd"][0]["size"]
         print(f"\nDVD step vs bare xorriso, x86_64, ISO {dvd_size / 2**20:.0f} MiB "
               f"({args.size_mb} MB incompressible payload), {os.cpu_count()} CPUs\n")
         print(table(results))
-        ratio = statistics.median(r["seconds"] for r in results["dvd"]) / \
-            statistics.median(r["seconds"] for r in results["bare"])
-        print(f"\nratio {ratio:.2f}x (target <= 1.5x): {'met' if ratio <= 1.5 else 'NOT met'}")
+        def median(kind: str) -> float:
+            return statistics.median(r["seconds"] for r in results[kind])
+        ratio = median("dvd") / median("empanadas")
+        print(f"\nDVD step / empanadas' per-DVD sequence: {ratio:.2f}x (target <= 1.0x): "
+              f"{'met' if ratio <= 1.0 else 'NOT met'}; / bare xorriso: {median('dvd') / median('bare'):.2f}x")
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
