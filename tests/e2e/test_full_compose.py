@@ -19,6 +19,7 @@ import yaml
 from releng.core.dnf import DnfRepo, DnfWorkspace, dnf_config, repoclosure_argv
 from releng.core.repo.verify import verify_repo
 from tests.dagrun import run_dag
+from tests.promotion.conftest import new_release_key
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow]
@@ -183,7 +184,9 @@ def test_unclosed_repo_dooms_the_compose_before_isos_and_staging(airflow_db, sit
     assert not any(Path(site["RELENG_STAGING_ROOT"]).iterdir())
 
 
-def test_second_compose_links_unchanged_packages(airflow_db, site):
+def test_second_compose_links_unchanged_packages(airflow_db, site, tmp_path, monkeypatch):
+    """Two composes of aarch64 alone: the second hard-links every package of the first. Then an update run of
+    the release (issue 9 finding 5) touches only the trees the compose staged."""
     conf = {"release": "el9", "arches": ["aarch64"], "full_run": False, "repoclosure": False, "extra_isos": []}
     first_run, states = _run(conf)
     assert first_run.state == "success", json.dumps(states, indent=1)
@@ -201,3 +204,31 @@ def test_second_compose_links_unchanged_packages(airflow_db, site):
     assert rpms
     for rpm in rpms:
         assert os.path.samefile(rpm, second / rpm.relative_to(first))
+
+    # general_updates after the aarch64-only compose, with nothing new in the build system: no tree of an arch
+    # that was never composed appears, no metadata is rewritten (compression and content stay), and the
+    # signatures are made again with the site's key (the compose kept the build system's).
+    staging = Path(site["RELENG_STAGING_ROOT"]) / "mirror" / "pub" / "rocky" / "9.7"
+    repodirs = sorted(p.parent.relative_to(staging) for p in staging.rglob("repodata/repomd.xml"))
+    assert repodirs and {p.parts[1] for p in repodirs} <= {"aarch64", "source"}
+    metadata = {p.relative_to(staging): p.read_bytes() for p in staging.rglob("repodata/*")
+                if p.name != "repomd.xml.asc"}
+    home = tmp_path / "release-key"
+    key = new_release_key(home)
+    monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", key)
+    monkeypatch.setenv("RELENG_GNUPGHOME", str(home))
+    try:
+        updates, states = run_dag("general_updates", {"release": "el9"})
+        assert updates.state == "success", json.dumps(states, indent=1)
+        assert sorted(p.parent.relative_to(staging) for p in staging.rglob("repodata/repomd.xml")) == repodirs
+        assert {p.relative_to(staging): p.read_bytes() for p in staging.rglob("repodata/*")
+                if p.name != "repomd.xml.asc"} == metadata
+        results = [ti.xcom_pull(task_ids="update_repodata", map_indexes=ti.map_index)
+                   for ti in updates.get_task_instances() if ti.task_id == "update_repodata"]
+        assert len(results) == len(repodirs) and all(r["added"] == 0 and r["signed"] for r in results)
+        for repodir in repodirs:
+            repomd = staging / repodir / "repomd.xml"
+            check = _run_cmd(["gpg", "--homedir", str(home), "--batch", "--verify", f"{repomd}.asc", str(repomd)])
+            assert check.returncode == 0, (repodir, check.stderr)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)

@@ -42,6 +42,19 @@ def test_plan_syncs_every_tree_and_checks_closure_against_the_right_trees(el9):
     assert extras.repoclosure == [] and extras.closure_repos == {}
 
 
+def test_plan_covers_only_the_trees_staging_has(el9):
+    """A compose of x86_64 alone staged BaseOS and AppStream for x86_64: updates never add another arch."""
+    staged = {(r, "x86_64", k) for r in ("BaseOS", "AppStream") for k in ("os", "debug")} | \
+        {("BaseOS", "src", "source")}
+    plan = plan_updates(el9, UpdatesParams(("BaseOS", "AppStream"), False), staged)
+    assert {(t["repo"], t["arch"], t["kind"]) for t in plan.trees} == staged
+    assert plan.repoclosure == [{"repo": r, "arch": "x86_64"} for r in ("BaseOS", "AppStream")]
+    assert plan.closure_repos == {("BaseOS", "x86_64"): True, ("AppStream", "x86_64"): True}
+    # AppStream alone: its closure reads staging's BaseOS, on the staged arch only
+    alone = plan_updates(el9, UpdatesParams(("AppStream",), False), staged)
+    assert alone.closure_repos == {("AppStream", "x86_64"): True, ("BaseOS", "x86_64"): False}
+
+
 def test_closure_view_links_updated_repos_to_the_run_and_others_to_staging(el9, tmp_path):
     layout = updates_layout(el9, tmp_path / "compose", "20250101.030000")
     assert layout.top == tmp_path / "compose" / "9" / "Rocky-9.7-updates-20250101.030000"

@@ -220,14 +220,26 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def _suffixes(tree: Path) -> dict[str, str]:
+    return {r.type: Path(r.href).suffix for r in read_repomd(tree)}
+
+
 @pytest.fixture
 def trees(fixture_buildsystem, el9, tmp_path):
-    """A staging AppStream x86_64 tree as a compose staged it, holding also an older build the build system no
-    longer has (libfoo stands in for it), and the same repo as just synced from the build system."""
+    """A staging AppStream x86_64 tree as a compose staged it (the build system's metadata, unsigned here:
+    staged without a signing key), holding also an older build the build system no longer has (foo-data), and
+    the same repo as just synced from the build system, which has a new build (libfoo, copied into staging by
+    sync_to_staging) and no longer foo-data."""
     tree = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "staging")
-    base = fixture_buildsystem.repo_dir(el9.project_id, "BaseOS", "x86_64", hashed=True)
-    shutil.copy2(base / "Packages" / "l" / "libfoo-1.0-1.el9.x86_64.rpm", tree / "Packages" / "f" / "old-build.rpm")
+    (tree / "repodata" / "repomd.xml.asc").unlink()
     synced = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "synced")
+    base = fixture_buildsystem.repo_dir(el9.project_id, "BaseOS", "x86_64", hashed=True)
+    (synced / "Packages" / "f" / "foo-data-1.0-1.el9.noarch.rpm").unlink()
+    for dest in (synced, tree):
+        (dest / "Packages" / "l").mkdir(exist_ok=True)
+        shutil.copy2(base / "Packages" / "l" / "libfoo-1.0-1.el9.x86_64.rpm", dest / "Packages" / "l")
+    subprocess.run(["createrepo_c", "-q", "--update", "--keep-all-metadata", "--no-database", str(synced)],
+                   check=True)
     return tree, synced
 
 
@@ -239,6 +251,7 @@ def _job(el9, tree: Path, synced: Path, scratch: Path, **kw) -> RepodataJob:
 def test_regeneration_lists_every_package_and_keeps_groups_and_modules(el9, trees, tmp_path):
     tree, synced = trees
     upstream_modules = metadata_text(synced, ("modules",))
+    compression = _suffixes(tree)
     lines = []
     result = regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"), log=lines.append)
 
@@ -246,16 +259,43 @@ def test_regeneration_lists_every_package_and_keeps_groups_and_modules(el9, tree
     assert result.added == ["libfoo-0:1.0-1.el9.x86_64"]  # the only one the old metadata did not list
     assert {p.href for p in iter_packages(tree)} == {"Packages/f/foo-app-2.1-3.el9.x86_64.rpm",
                                                      "Packages/f/foo-data-1.0-1.el9.noarch.rpm",
-                                                     "Packages/f/old-build.rpm"}
+                                                     "Packages/l/libfoo-1.0-1.el9.x86_64.rpm"}
     assert {"group", "modules"} <= set(result.metadata)
     assert metadata_text(tree, ("group",)) == metadata_text(synced, ("group",))
     assert _docs(metadata_text(tree, ("modules",))) == _docs(upstream_modules)
-    assert all(r.href.endswith((".xz", ".xml")) for r in read_repomd(tree))
-    assert not (tree / "repodata" / "repomd.xml.asc").exists()  # unsigned: the stale signature is gone
+    # staging's compression is kept for every record it had (createrepo_c's default is another one)
+    assert {t: x for t, x in _suffixes(tree).items() if t in compression} == compression
+    assert not (tree / "repodata" / "repomd.xml.asc").exists()
     report = verify_repo(tree)
     assert report.ok and report.extra == []
     assert not (tmp_path / "scratch").exists()
-    assert "3 packages (1 new, 2 before)" in lines[0] and "not signed" in lines[0]
+    assert "1 packages not in staging's metadata" in lines[0] and "regenerating" in lines[0]
+    assert "3 packages (1 new, 2 before)" in lines[1] and "not signed" in lines[1]
+
+
+def test_a_tree_with_nothing_new_is_left_byte_identical(fixture_buildsystem, el9, tmp_path):
+    """The build system's repo brings nothing staging's metadata lacks: no createrepo_c run, no new repomd.xml,
+    the build system's signature stays (it is still valid: repomd.xml did not change)."""
+    tree = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "staging")
+    synced = _copy_repo(fixture_buildsystem, el9, "AppStream", tmp_path / "synced")
+    before = _digest(tree)
+    lines = []
+    result = regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"), log=lines.append)
+    assert not result.changed and result.signed and result.added == [] and result.packages == 2
+    assert _digest(tree) == before
+    assert lines == ["AppStream x86_64 os: nothing new; metadata left as it is"]
+
+
+def test_a_signed_tree_is_not_published_unsigned(fixture_buildsystem, el9, trees, tmp_path):
+    """Staging's repomd.xml is signed and the run changes it: without a signing key nothing is published."""
+    tree, synced = trees
+    shutil.copy2(fixture_buildsystem.repo_dir(el9.project_id, "AppStream", "x86_64", hashed=True) / "repodata"
+                 / "repomd.xml.asc", tree / "repodata")
+    before = _digest(tree)
+    with pytest.raises(UpdatesError, match=r"is signed .*changes it \(1 packages not in staging's metadata.*"
+                                           r"set RELENG_REPO_SIGNING_KEY.*Staging is unchanged"):
+        regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
+    assert _digest(tree) == before
 
 
 def test_regenerating_unchanged_input_publishes_nothing(el9, trees, tmp_path):
@@ -283,7 +323,7 @@ def _valid_signer(tree: Path, home: Path) -> str | None:
     return next((line.split()[-1] for line in out.stdout.splitlines() if line.startswith("[GNUPG:] VALIDSIG")), None)
 
 
-def test_signed_then_a_new_key_then_unsigned(el9, trees, tmp_path):
+def test_signed_then_a_new_key_then_no_key(el9, trees, tmp_path):
     tree, synced = trees
     home = tmp_path / "gnupg"
     key = _signing_key(home)
@@ -294,13 +334,18 @@ def test_signed_then_a_new_key_then_unsigned(el9, trees, tmp_path):
     assert signed.changed and signed.signed and _valid_signer(tree, home) == key
     assert not regenerate_repodata(_job(el9, tree, synced, tmp_path / "s2", signing_key=key, gnupghome=home)).changed
 
-    # A new key in the same keyring: the old signature still verifies, but it is not the configured key's.
+    # A new key in the same keyring: the old signature still verifies, but it is not the configured key's, so
+    # only the signature is replaced (repomd.xml and its data files stay as they are).
+    metadata = {p.name: p.read_bytes() for p in (tree / "repodata").iterdir() if p.name != "repomd.xml.asc"}
     new_key = _signing_key(home, "Next repo key")
     rotated = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s3", signing_key=new_key, gnupghome=home))
-    assert rotated.changed and _valid_signer(tree, home) == new_key
+    assert rotated.changed and rotated.signed and _valid_signer(tree, home) == new_key
+    assert {p.name: p.read_bytes() for p in (tree / "repodata").iterdir() if p.name != "repomd.xml.asc"} == metadata
 
-    unsigned = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s4"))
-    assert unsigned.changed and not (tree / "repodata" / "repomd.xml.asc").exists()
+    # No key, nothing new: the tree keeps its metadata and its signature.
+    before = _digest(tree)
+    unchanged = regenerate_repodata(_job(el9, tree, synced, tmp_path / "s4"))
+    assert not unchanged.changed and unchanged.signed and _digest(tree) == before
 
 
 def test_a_repo_that_must_have_groups_but_has_none_is_refused(fixture_buildsystem, el9, tmp_path):
@@ -327,8 +372,8 @@ def test_an_unreadable_package_fails_and_staging_keeps_its_metadata(el9, trees, 
 
 def test_a_package_of_the_build_system_missing_from_staging_is_refused(el9, trees, tmp_path):
     tree, synced = trees
-    (tree / "Packages" / "f" / "foo-data-1.0-1.el9.noarch.rpm").unlink()
+    (tree / "Packages" / "l" / "libfoo-1.0-1.el9.x86_64.rpm").unlink()
     before = _digest(tree)
-    with pytest.raises(UpdatesError, match=r"not in .* after the staging sync.*foo-data"):
+    with pytest.raises(UpdatesError, match=r"not in .* after the staging sync.*libfoo"):
         regenerate_repodata(_job(el9, tree, synced, tmp_path / "scratch"))
     assert _digest(tree) == before

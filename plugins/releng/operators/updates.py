@@ -55,6 +55,9 @@ class PrepareUpdatesOperator(BaseOperator):
         self.log.info("updates of %s (%s) into %s: %d trees to sync, %d closure checks; work area %s",
                       profile.name, ", ".join(summary.repos), summary.staging_dir, len(plan.trees),
                       len(plan.repoclosure), summary.top)
+        if summary.skipped:
+            self.log.info("not in staging, so not updated (a compose stages them): %d trees: %s",
+                          len(summary.skipped), ", ".join(" ".join(t) for t in summary.skipped))
         return summary.to_xcom()
 
 

@@ -16,6 +16,7 @@ NS_REPO = "{http://linux.duke.edu/metadata/repo}"
 NS_COMMON = "{http://linux.duke.edu/metadata/common}"
 NS_RPM = "{http://linux.duke.edu/metadata/rpm}"
 REPOMD = "repodata/repomd.xml"
+REPOMD_ASC = "repodata/repomd.xml.asc"
 # Files in repodata/ that repomd.xml does not (and cannot) list.
 REPOMD_COMPANIONS = ("repomd.xml", "repomd.xml.asc", "repomd.xml.key")
 # Old repos write "sha" for SHA-1.

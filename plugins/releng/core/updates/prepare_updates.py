@@ -8,7 +8,7 @@ area and the closure view; nothing is written when a check fails. Its summary
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from releng.core.compose.prepare_compose import ComposeParams, plan_compose
 from releng.core.fs import swap_symlink
 from releng.core.layout import ComposeLayout, LayoutError, ReleaseTrees, safe_part
 from releng.core.profile import ReleaseProfile
-from releng.core.repo.repomd import REPOMD
+from releng.core.repo.repomd import REPOMD, REPOMD_ASC
 from releng.core.settings import Settings
 from releng.core.staging.signing import signing_key_problem
 from releng.core.updates import UpdatesError
@@ -67,18 +67,36 @@ class UpdatesPlan:
     closure_repos: dict[tuple[str, str], bool] = field(default_factory=dict)  # (repo, arch) -> updated by this run
 
 
-def plan_updates(profile: ReleaseProfile, params: UpdatesParams) -> UpdatesPlan:
+def plan_updates(profile: ReleaseProfile, params: UpdatesParams,
+                 staged: Collection[tuple[str, str, str]] | None = None) -> UpdatesPlan:
     """os, debug and source trees of the chosen repos; closure of each chosen repo in the repoclosure map, and
-    which trees each check reads (the run's own for updated repos, staging's for the others)."""
+    which trees each check reads (the run's own for updated repos, staging's for the others).
+
+    ``staged``: the (repo, arch, kind) trees staging has. An update run only updates those: a tree staging does
+    not have was never composed (an arch left out of the compose, a repo added to the profile later) and comes
+    to staging with a compose, not with updates. None plans every tree of the profile.
+    """
     full = plan_compose(profile, ComposeParams(profile.arches, params.rc, True, True, (), True))
     chosen = set(params.repos)
-    trees = [item for item in full.reposync if item["repo"] in chosen]
-    closure = [item for item in full.repoclosure if item["repo"] in chosen]
+    trees = [item for item in full.reposync if item["repo"] in chosen
+             and (staged is None or (item["repo"], item["arch"], item["kind"]) in staged)]
+    updated = {(t["repo"], t["arch"]) for t in trees if t["kind"] == "os"}
+    closure = [item for item in full.repoclosure if (item["repo"], item["arch"]) in updated]
     reads: dict[tuple[str, str], bool] = {}
     for item in closure:
         for repo in (item["repo"], *profile.repoclosure[item["repo"]]):
-            reads[(repo, item["arch"])] = repo in chosen
+            reads[(repo, item["arch"])] = (repo, item["arch"]) in updated
     return UpdatesPlan(trees, closure, reads)
+
+
+def staged_trees(layout: ComposeLayout, staging_dir: Path, trees: Iterable[Mapping]) -> set[tuple[str, str, str]]:
+    """The (repo, arch, kind) of ``trees`` that staging has (a ``repomd.xml`` at the same place)."""
+    return {(t["repo"], t["arch"], t["kind"]) for t in trees
+            if (staging_tree(layout, staging_dir, t["repo"], t["arch"], t["kind"]) / REPOMD).is_file()}
+
+
+def tree_label(tree: Mapping) -> str:
+    return f"{tree['repo']} {tree['arch']} {tree['kind']}"
 
 
 def staging_tree(layout: ComposeLayout, staging_dir: Path, repo: str, arch: str, kind: str) -> Path:
@@ -131,17 +149,21 @@ class UpdatesSummary:
     updates_id: str
     top: Path
     closure_dir: Path
+    trees: tuple[tuple[str, str, str], ...]  # (repo, arch, kind) staging had when the run was prepared
+    skipped: tuple[tuple[str, str, str], ...] = ()  # trees of the chosen repos staging does not have
 
     def to_xcom(self) -> dict:
         return {"release": self.release, "repos": list(self.repos), "rc": self.rc,
                 "staging_dir": str(self.staging_dir), "compose_root": str(self.compose_root),
-                "updates_id": self.updates_id, "top": str(self.top), "closure_dir": str(self.closure_dir)}
+                "updates_id": self.updates_id, "top": str(self.top), "closure_dir": str(self.closure_dir),
+                "trees": [list(t) for t in self.trees], "skipped": [list(t) for t in self.skipped]}
 
     @classmethod
     def from_xcom(cls, data: Mapping) -> UpdatesSummary:
         return cls(str(data["release"]), tuple(data["repos"]), bool(data["rc"]), Path(data["staging_dir"]),
                    Path(data["compose_root"]), str(data["updates_id"]), Path(data["top"]),
-                   Path(data["closure_dir"]))
+                   Path(data["closure_dir"]), tuple((str(r), str(a), str(k)) for r, a, k in data["trees"]),
+                   tuple((str(r), str(a), str(k)) for r, a, k in data.get("skipped", ())))
 
     @property
     def params(self) -> UpdatesParams:
@@ -165,10 +187,25 @@ def prepare_updates(profile: ReleaseProfile, raw_params: Mapping, site: Settings
         if problem:
             raise UpdatesError(problem)
     layout = updates_layout(profile, site.compose_root, timestamp)
-    plan = plan_updates(profile, run)
+    every = plan_updates(profile, run).trees
+    staged = staged_trees(layout, staging_dir, every)
+    plan = plan_updates(profile, run, staged)
+    if not plan.trees:
+        raise UpdatesError(f"staging release directory {staging_dir} has none of the trees of "
+                           f"{', '.join(run.repos)}; an update run only updates trees a compose staged: stage "
+                           f"{profile.name} with full_compose first, or check `repos` and `rc`")
+    signed = [tree_label(t) for t in plan.trees
+              if (staging_tree(layout, staging_dir, t["repo"], t["arch"], t["kind"]) / REPOMD_ASC).is_file()]
+    if signed and not site.repo_signing_key:
+        raise UpdatesError(f"staging's repomd.xml is signed in {len(signed)} of the {len(plan.trees)} trees this run "
+                           f"updates ({', '.join(signed[:3])}{', ...' if len(signed) > 3 else ''}), and no "
+                           "signing key is set: metadata an update changes could only be published unsigned. Set "
+                           "RELENG_REPO_SIGNING_KEY (and RELENG_GNUPGHOME) to the release's repo key")
     view = closure_view(layout, staging_dir, plan)
     summary = UpdatesSummary(profile.name, run.repos, run.rc, staging_dir, layout.compose_root, layout.compose_id,
-                             layout.top, view)
+                             layout.top, view, tuple(sorted(staged)),
+                             tuple((t["repo"], t["arch"], t["kind"]) for t in every
+                                   if (t["repo"], t["arch"], t["kind"]) not in staged))
     return summary, plan
 
 
@@ -178,7 +215,7 @@ def work_list(summary: UpdatesSummary, profile: ReleaseProfile, kind: str) -> li
     if kind not in PLAN_KINDS:
         raise ValueError(f"unknown work list {kind!r}; one of {', '.join(PLAN_KINDS)}")
     layout = summary.layout(profile)
-    plan = plan_updates(profile, summary.params)
+    plan = plan_updates(profile, summary.params, set(summary.trees))
     release = summary.release
     if kind == "repoclosure":
         return [{"release": release, "repo": i["repo"], "arch": i["arch"], "compose_dir": str(summary.closure_dir),

@@ -22,6 +22,14 @@ missing file; the new repodata is never built in place:
    signature (or a stale one is removed); only then are the data files no
    ``repomd.xml`` names any more deleted.
 
+A tree whose input did not change (every package the build system's repo
+lists is already in staging's metadata with the same checksum, and the groups,
+modules and advisories add nothing) is left byte-identical: no createrepo_c run,
+no new ``repomd.xml``. When it does change, the new metadata keeps the
+compression staging's metadata has (createrepo_c's own default differs between
+versions), and a ``repomd.xml`` that was signed is signed again: without a
+signing key the tree is refused, never published unsigned.
+
 ``--retain-old-md`` is not passed: createrepo_c never writes into the published
 directory here (its retention would act on the empty scratch directory), and
 the swap deletes the superseded files itself, after the new ``repomd.xml`` is
@@ -50,12 +58,15 @@ from releng.core.repo.primary import iter_packages
 from releng.core.repo.repomd import REPOMD, RepoError, hash_name, read_repomd, stale_metadata, tree_path
 from releng.core.repo.verify import verify_repo
 from releng.core.run import run
-from releng.core.staging.signing import sign_repomd, signed_by
+from releng.core.staging.signing import require_key, sign_repomd, signed_by
 from releng.core.updates import UpdatesError
 
 CHECKSUM = "sha256"
-# xz: every EL dnf reads it (EL8's librepo has no zstd); explicit because createrepo_c 1.x defaults to zstd.
+# For a new tree: xz, which every EL dnf reads (EL8's librepo has no zstd); explicit because createrepo_c 1.x
+# defaults to zstd. A tree that has metadata keeps its compression (see compression_of).
 COMPRESSION = "xz"
+# createrepo_c's --compress-type names by file suffix.
+_COMPRESSION_BY_SUFFIX = {".gz": "gz", ".xz": "xz", ".bz2": "bz2", ".zst": "zstd"}
 GROUP_TYPES = ("group", "group_xz", "group_gz", "group_zck")
 ADDED_SHOWN = 20  # new NEVRAs a tree's task result lists
 MERGED_TYPES = {"modules": "modules.yaml", "updateinfo": "updateinfo.xml"}
@@ -77,14 +88,14 @@ def distro_tag(profile: ReleaseProfile) -> str:
 
 
 def createrepo_update_argv(tree: Path, outputdir: Path, *, reuse: Sequence[Path] = (), groupfile: Path | None = None,
-                           distro: str = "", workers: int = 2) -> list[str]:
+                           distro: str = "", workers: int = 2, compression: str = COMPRESSION) -> list[str]:
     """``createrepo_c --update`` of the packages in ``tree``, metadata written to ``outputdir/repodata``.
 
     ``reuse``: repos whose metadata is reused for packages with unchanged size and mtime.
     ``--error-exit-val`` makes an unreadable package fail the run (createrepo_c skips it and exits 0 otherwise).
     """
     argv = ["createrepo_c", "--update", "--outputdir", str(outputdir), "--checksum", CHECKSUM,
-            f"--general-compress-type={COMPRESSION}", "--no-database", "--unique-md-filenames", "--error-exit-val",
+            f"--general-compress-type={compression}", "--no-database", "--unique-md-filenames", "--error-exit-val",
             "--workers", str(max(1, workers))]
     for path in reuse:
         argv += ["--update-md-path", str(path)]
@@ -99,13 +110,24 @@ def createrepo_update_argv(tree: Path, outputdir: Path, *, reuse: Sequence[Path]
     return [*argv, str(tree)]
 
 
-def modifyrepo_argv(metadata: Path, repodata: Path, mdtype: str) -> list[str]:
+def modifyrepo_argv(metadata: Path, repodata: Path, mdtype: str, compression: str = COMPRESSION) -> list[str]:
     """Add ``metadata`` to ``repodata`` as record ``mdtype`` (compressed, checksum-named)."""
-    return ["modifyrepo_c", f"--mdtype={mdtype}", f"--compress-type={COMPRESSION}", "--checksum", CHECKSUM,
+    return ["modifyrepo_c", f"--mdtype={mdtype}", f"--compress-type={compression}", "--checksum", CHECKSUM,
             "--unique-md-filenames", str(metadata), str(repodata)]
 
 
 # --- metadata carried over ------------------------------------------------------------------------
+
+
+def compression_of(tree: Path, mdtype: str = "primary") -> str | None:
+    """The compression of ``tree``'s ``mdtype`` record (createrepo_c's name for it), None when the tree has no
+    such record or it is stored uncompressed."""
+    if not (Path(tree) / REPOMD).is_file():
+        return None
+    for record in read_repomd(tree):
+        if record.type == mdtype:
+            return _COMPRESSION_BY_SUFFIX.get(Path(record.href).suffix)
+    return None
 
 
 def metadata_text(tree: Path, types: Iterable[str]) -> str | None:
@@ -286,36 +308,54 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
     inputs, out = scratch / "inputs", scratch / "out"
     inputs.mkdir(parents=True)
     out.mkdir()
-    before = {p.nevra for p in iter_packages(tree)} if (tree / REPOMD).is_file() else set()
-
-    groups = metadata_text(synced, GROUP_TYPES) or metadata_text(tree, GROUP_TYPES)
-    if groups is None and job.comps_required:
-        raise UpdatesError(f"{job.label}: the profile says this repo carries comps groups, but neither the build "
-                           f"system's repodata ({synced}) nor staging ({tree}) has a group file; fix the build "
-                           "system's repo, or set `comps: false` for the repo in the profile")
-    groupfile = None
-    if groups is not None:
-        groupfile = inputs / "comps.xml"
-        groupfile.write_text(groups)
-    reuse = [p for p in (tree, synced) if (p / REPOMD).is_file()]
-    run(createrepo_update_argv(tree, out, reuse=reuse, groupfile=groupfile.resolve() if groupfile else None,
-                                distro=job.distro, workers=job.workers))
-
+    has_metadata = (tree / REPOMD).is_file()
+    before = {p.nevra for p in iter_packages(tree)} if has_metadata else set()
+    staged_groups = metadata_text(tree, GROUP_TYPES)
+    new_groups = metadata_text(synced, GROUP_TYPES)
     merged = {
         "modules": merge_modules(metadata_text(tree, ("modules",)), metadata_text(synced, ("modules",)),
                                  job.label),
         "updateinfo": merge_updateinfo(metadata_text(tree, ("updateinfo",)), metadata_text(synced, ("updateinfo",)),
                                        job.label),
     }
+    groups = new_groups or staged_groups
+    if groups is None and job.comps_required:
+        raise UpdatesError(f"{job.label}: the profile says this repo carries comps groups, but neither the build "
+                           f"system's repodata ({synced}) nor staging ({tree}) has a group file; fix the build "
+                           "system's repo, or set `comps: false` for the repo in the profile")
     if merged["modules"] is None and job.modules_required:
         raise UpdatesError(f"{job.label}: the profile says this repo carries modules, but neither the build "
                            f"system's repodata ({synced}) nor staging ({tree}) has modules metadata; fix the build "
                            "system's repo, or set `modules: false` for the repo in the profile")
+    signed_now = (tree / "repodata" / "repomd.xml.asc").exists()
+
+    reasons = input_changes(tree, synced, staged_groups, new_groups, merged) if has_metadata else ["no metadata"]
+    if not reasons:
+        kept = _keep_metadata(job, tree, scratch, log)
+        shutil.rmtree(scratch)
+        return RepodataResult(str(tree), len(before), [], kept == "signed", kept is not None,
+                              sorted(r.type for r in read_repomd(tree)))
+    if signed_now and not job.signing_key:
+        raise UpdatesError(f"{job.label}: staging's {tree / 'repodata' / 'repomd.xml'} is signed "
+                           f"(repomd.xml.asc) and this run changes it ({'; '.join(reasons)}), but no signing key is "
+                           "set, so the new metadata could only be published unsigned; set RELENG_REPO_SIGNING_KEY "
+                           "(and RELENG_GNUPGHOME) to the release's repo key. Staging is unchanged")
+    compression = compression_of(tree) or COMPRESSION
+    log(f"{job.label}: regenerating ({'; '.join(reasons)}); {compression} compression")
+
+    groupfile = None
+    if groups is not None:
+        groupfile = inputs / "comps.xml"
+        groupfile.write_text(groups)
+    reuse = [p for p in (tree, synced) if (p / REPOMD).is_file()]
+    run(createrepo_update_argv(tree, out, reuse=reuse, groupfile=groupfile.resolve() if groupfile else None,
+                                distro=job.distro, workers=job.workers, compression=compression))
+
     for mdtype, text in merged.items():
         if text is not None:
             path = inputs / MERGED_TYPES[mdtype]
             path.write_text(text)
-            run(modifyrepo_argv(path, out / "repodata", mdtype))
+            run(modifyrepo_argv(path, out / "repodata", mdtype, compression_of(tree, mdtype) or compression))
 
     _check_new_metadata(job, out, tree, synced)
     repomd = out / "repodata" / "repomd.xml"
@@ -341,6 +381,49 @@ def regenerate_repodata(job: RepodataJob, log: Callable[[str], None] = lambda _m
         + ("repomd.xml signed" if swap.signed else "repomd.xml not signed"))
     shutil.rmtree(scratch)
     return RepodataResult(str(tree), len(after), added, True, swap.signed, types)
+
+
+def input_changes(tree: Path, synced: Path, staged_groups: str | None, new_groups: str | None,
+                  merged: Mapping[str, str | None]) -> list[str]:
+    """Why ``tree``'s metadata must be regenerated after ``synced`` was synced into it; empty when the build
+    system's repo brings nothing staging's metadata lacks (its packages, by path and checksum; its groups; its
+    module documents and advisories)."""
+    listed = {(p.href, p.checksum) for p in iter_packages(tree)}
+    new = [p for p in iter_packages(synced) if (p.href, p.checksum) not in listed]
+    reasons = []
+    if new:
+        reasons.append(f"{len(new)} packages not in staging's metadata, e.g. {', '.join(p.href for p in new[:3])}")
+    if new_groups is not None and new_groups != staged_groups:
+        reasons.append("new comps groups")
+    if merged["modules"] is not None and merged["modules"] != merge_modules(metadata_text(tree, ("modules",)), None):
+        reasons.append("new module documents")
+    if merged["updateinfo"] is not None and \
+            merged["updateinfo"] != merge_updateinfo(metadata_text(tree, ("updateinfo",)), None):
+        reasons.append("new advisories")
+    return reasons
+
+
+def _keep_metadata(job: RepodataJob, tree: Path, scratch: Path, log: Callable[[str], None]) -> str | None:
+    """A tree with nothing new keeps its metadata byte for byte. Only its signature is replaced, when a signing
+    key is set and ``repomd.xml`` is not signed by it (a rotated key). Returns "kept" (signed and left alone),
+    "signed" (signature replaced) or None (unsigned, left alone)."""
+    repomd, asc = tree / "repodata" / "repomd.xml", tree / "repodata" / "repomd.xml.asc"
+    if not job.signing_key:
+        log(f"{job.label}: nothing new; metadata left as it is")
+        return "kept" if asc.exists() else None
+    fingerprints = require_key(job.signing_key, job.gnupghome)
+    if signed_by(repomd, fingerprints, job.gnupghome):
+        log(f"{job.label}: nothing new; metadata left as it is (signed by {job.signing_key})")
+        return "kept"
+    copy = scratch / "resign" / "repomd.xml"
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(repomd, copy)
+    sign_repomd(copy, job.signing_key, job.gnupghome, label=job.label)
+    if copy.read_bytes() != repomd.read_bytes():
+        raise UpdatesError(f"{job.label}: {repomd} changed while it was being signed; rerun the task")
+    _publish_file(copy.with_name("repomd.xml.asc"), asc)
+    log(f"{job.label}: nothing new; repomd.xml signed again with {job.signing_key} (it was not signed by it)")
+    return "signed"
 
 
 def _check_new_metadata(job: RepodataJob, out: Path, tree: Path, synced: Path) -> None:
