@@ -22,8 +22,11 @@ The SOP's "full compose" of one release, as one run:
    up for retry or not started), writes checksums, `composeinfo.json`/`images.json`/`rpms.json`,
    `STATUS`, and moves `latest-<Short>-<profile>` only for a finished compose. Any required failure →
    `DOOMED`. A task cleared later that rewrites the compose sets `STATUS` back to `STARTED` first.
-7. **sync_to_staging** rsyncs the compose into `mirror/pub/<short>/<X.Y>[-RC]` of
-   `RELENG_STAGING_ROOT` and updates the staging asset, which starts `promote_to_production`.
+7. **wait_for_staging** takes the staging lease (one run at a time writes or promotes staging; it
+   waits, without holding a worker slot, while a promotion or another run holds it, and its log says
+   who), **sync_to_staging** rsyncs the compose into `mirror/pub/<short>/<X.Y>[-RC]` of
+   `RELENG_STAGING_ROOT` and updates the staging asset, which starts `promote_to_production`, and
+   **release_staging** (a teardown) gives the lease back.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from releng.operators.make_kickstart_trees import MakeKickstartTreesOperator
 from releng.operators.pull_cloud_images import PullCloudImagesOperator
 from releng.operators.pull_unpack_tree import PullUnpackTreeOperator, pull_unpack_kwargs
 from releng.operators.repoclosure import RepoclosureOperator
+from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
 
 with DAG(
@@ -125,8 +129,10 @@ with DAG(
         task_id="finalize_compose", summary=prepare.output, trigger_rule=TriggerRule.ALL_DONE, retries=0,
         deliverables={cloud.task_id: "cloud", dvd.task_id: "dvd"},
     )
+    wait_staging = WaitForStagingSensor(task_id="wait_for_staging", purpose="full_compose: sync_to_staging")
     staging = SyncToStagingOperator(task_id="sync_to_staging", summary=prepare.output, pool="rsync",
                                     outlets=[STAGING_ASSET])
+    release_staging = ReleaseStagingOperator(task_id="release_staging")
 
     sync_repos >> kickstart >> closure
     [closure, build_lorax] >> unpack >> dvd
@@ -134,4 +140,4 @@ with DAG(
     # finalize waits for every work task to end: an empty work list skips its task at once, so depending
     # on the last deliverables alone let it run while syncs were still running.
     [prepare, *plan.values(), extra_files, sync_repos, kickstart, closure, build_lorax, unpack, dvd, cloud] \
-        >> finalize >> staging
+        >> finalize >> wait_staging >> staging >> release_staging.as_teardown(setups=wait_staging)

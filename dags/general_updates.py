@@ -3,7 +3,8 @@
 
 The SOP's general-updates sync (the old `stable-updates-X` cron job): new builds from the build
 system go into the release's staging directory, next to everything staging already published.
-Runs on `RELENG_UPDATES_SCHEDULE` (cron, UTC; no catch-up, one run at a time) and by hand.
+One release per run, one run at a time. `scheduled_updates` starts a run for every scheduled release on
+`RELENG_UPDATES_SCHEDULE` (run id `scheduled_updates__<release>__<time>`); it can also be triggered by hand.
 
 1. **prepare_updates** checks the form against the release profile (an unknown repo stops the run
    here, before any work), checks that the staging release directory exists and that the signing
@@ -12,7 +13,11 @@ Runs on `RELENG_UPDATES_SCHEDULE` (cron, UTC; no catch-up, one run at a time) an
    verified against the repodata; packages staging already has are hard-linked, not downloaded.
 3. **repoclosure** of each updated repo against the repos the profile allows (the run's new trees for
    updated repos, staging's for the others). Unresolved dependencies stop the run: staging is untouched.
-4. **sync_to_staging**: the new packages into `mirror/pub/<short>/<X.Y>[-RC]`, never deleting (older
+4. **wait_for_staging** takes the staging lease: one run at a time writes or promotes staging, so a
+   promotion between its report and its last phase (waiting for approval, say) holds this run here,
+   without a worker slot, and the log says who holds it. **release_staging** (a teardown) gives it
+   back after emit_staging_asset, or when the run failed.
+   **sync_to_staging**: the new packages into `mirror/pub/<short>/<X.Y>[-RC]`, never deleting (older
    builds stay installable: downgrades within the point release keep working).
 5. **update_repodata**, per tree: `createrepo_c --update` over all the tree's packages, keeping comps
    groups, modules and updateinfo, `repomd.xml` signed when `RELENG_REPO_SIGNING_KEY` is set; the new
@@ -22,19 +27,20 @@ Runs on `RELENG_UPDATES_SCHEDULE` (cron, UTC; no catch-up, one run at a time) an
 7. **remove_work_area**: this run's work area, and those earlier failed runs of the release left for
    inspection (staging holds their packages now).
 
-Params: `release`, `repos` (empty: every repo of the release), `rc` (stage into `X.Y-RCn` instead of
-`X.Y`). Scheduled runs use the defaults.
+Params: `release` (default: `RELENG_DEFAULT_RELEASE`, else the newest release), `repos` (empty: every repo of
+the release), `rc` (stage into `X.Y-RCn` instead of `X.Y`). Scheduled runs set `release` and keep the other
+defaults.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.core.settings import settings
 from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
 from releng.operators.repoclosure import RepoclosureOperator
+from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
 from releng.operators.updates import (
     PLAN_KINDS,
@@ -46,19 +52,19 @@ from releng.operators.updates import (
     UpdateRepodataOperator,
 )
 
-SITE = settings()
-
 with DAG(
     dag_id="general_updates",
-    schedule=CronTriggerTimetable(SITE.updates_schedule, timezone="UTC"),
+    schedule=None,  # scheduled_updates starts one run per release
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
+    # remove_work_area removes every work area of the release: a second run of it at the same time would lose
+    # its own. Runs for several releases queue.
     max_active_runs=1,
     doc_md=__doc__,
     tags=["updates", "staging"],
     default_args=default_args(),
     params={
-        "release": release_param(scheduled=True),
+        "release": release_param(),
         "repos": Param([], type="array", title="Repos", uniqueItems=True, maxItems=MAX_NAMES,
                        items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                               "maxLength": MAX_NAME_LENGTH},
@@ -82,8 +88,9 @@ with DAG(
         trigger_rule=TriggerRule.NONE_FAILED,
     ).expand_kwargs(plan["repoclosure"].output)
 
-    stage = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output,
-                                 trigger_rule=TriggerRule.NONE_FAILED)
+    wait_staging = WaitForStagingSensor(task_id="wait_for_staging", purpose="general_updates: staging steps",
+                                        trigger_rule=TriggerRule.NONE_FAILED)
+    stage = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output)
 
     repodata = UpdateRepodataOperator.partial(
         task_id="update_repodata", pool="rsync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
@@ -94,5 +101,8 @@ with DAG(
     cleanup = RemoveWorkAreaOperator(task_id="remove_work_area", summary=prepare.output,
                                      trigger_rule=TriggerRule.NONE_FAILED)
 
-    sync_repos >> closure >> stage >> repodata
+    release_staging = ReleaseStagingOperator(task_id="release_staging")
+
+    sync_repos >> closure >> wait_staging >> stage >> repodata
     emit >> cleanup
+    emit >> release_staging.as_teardown(setups=wait_staging)

@@ -28,11 +28,14 @@ def dag(monkeypatch):
 def test_finalize_is_directly_downstream_of_every_work_task(dag):
     finalize = dag.get_task("finalize_compose")
     assert finalize.trigger_rule == "all_done"
-    work = set(dag.task_ids) - {"finalize_compose", "sync_to_staging"}
+    work = set(dag.task_ids) - {"finalize_compose", "wait_for_staging", "sync_to_staging", "release_staging"}
     assert finalize.upstream_task_ids == work
     assert set(finalize.watched) == work  # the outcome check watches every work task
-    # staging takes prepare_compose's summary as an input; it runs after finalize_compose
-    assert dag.get_task("sync_to_staging").upstream_task_ids == {"finalize_compose", "prepare_compose"}
+    # staging takes prepare_compose's summary as an input; it runs after finalize_compose, holding the lease
+    assert dag.get_task("wait_for_staging").upstream_task_ids == {"finalize_compose"}
+    assert dag.get_task("sync_to_staging").upstream_task_ids == {"wait_for_staging", "prepare_compose"}
+    release = dag.get_task("release_staging")
+    assert release.is_teardown and release.upstream_task_ids == {"sync_to_staging", "wait_for_staging"}
 
 
 def test_tasks_that_rewrite_compose_content_reopen_a_finished_compose(dag):

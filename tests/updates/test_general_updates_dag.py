@@ -24,6 +24,7 @@ from releng.core.repo.repomd import read_repomd, tree_path
 from releng.core.repo.signatures import dearmor, gpgv_argv
 from releng.core.repo.verify import verify_repo
 from releng.core.settings import settings
+from releng.core.staging.signing import sign_repomd
 from releng.core.updates.update_repodata import metadata_text
 from tests.dagrun import run_dag
 
@@ -85,9 +86,12 @@ def updates_site(site, fixture_buildsystem, el9, tmp_path, monkeypatch):
                 source = fixture.repo_dir(el9.project_id, repo, arch, hashed=True, debug=debug)
                 kind = "source" if arch == "src" else "debug" if debug else "os"
                 shutil.copytree(source, result.tree(repo, arch, kind))
-    # Staging is signed (the build system's repomd.xml.asc), so the site has a repo signing key: an update must
-    # sign again what it changes.
-    monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", _gen_signing_key(tmp_path / "site-signing"))
+    # The site signs staging's repodata with its release key (full_compose re-signed what it staged), so an
+    # update must sign again what it changes.
+    key = _gen_signing_key(tmp_path / "site-signing")
+    for tree in result.trees():
+        sign_repomd(tree / "repodata" / "repomd.xml", key, tmp_path / "site-signing")
+    monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", key)
     monkeypatch.setenv("RELENG_GNUPGHOME", str(tmp_path / "site-signing"))
     yield result
     server.shutdown()

@@ -12,8 +12,8 @@ from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ["prepare_updates", "sync_repos", "repoclosure", "sync_to_staging", "update_repodata", "emit_staging_asset",
-         "remove_work_area"]
+ORDER = ["prepare_updates", "sync_repos", "repoclosure", "wait_for_staging", "sync_to_staging", "update_repodata",
+         "emit_staging_asset", "remove_work_area"]
 
 
 @pytest.fixture
@@ -58,4 +58,10 @@ def test_order_pools_and_outlet(dag):
     assert dag.get_task("sync_repos").pool == "reposync"
     assert dag.get_task("sync_to_staging").pool == "rsync" and dag.get_task("update_repodata").pool == "rsync"
     assert list(dag.get_task("emit_staging_asset").outlets) == [STAGING_ASSET]
-    assert {t.task_id for t in dag.tasks} == {*ORDER, "plan.reposync", "plan.repoclosure", "plan.repodata"}
+    assert {t.task_id for t in dag.tasks} == {*ORDER, "plan.reposync", "plan.repoclosure", "plan.repodata",
+                                              "release_staging"}
+    # the staging lease: taken before the first staging write, given back by a teardown after the asset event
+    release = dag.get_task("release_staging")
+    assert release.is_teardown and dag.get_task("wait_for_staging").is_setup
+    assert {"emit_staging_asset", "wait_for_staging"} <= release.upstream_task_ids
+    assert dag.get_task("wait_for_staging").mode == "reschedule"

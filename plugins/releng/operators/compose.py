@@ -20,6 +20,7 @@ from releng.core.compose.prepare_compose import ComposeSummary
 from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.settings import settings
 from releng.operators.common import SummaryOperator, WorkListOperator, load_release
+from releng.operators.staging import require_lease
 
 log = logging.getLogger(__name__)
 PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
@@ -186,6 +187,7 @@ class SyncToStagingOperator(SummaryOperator):
         from releng.core.staging.signing import SigningError
         from releng.core.staging.sync_to_staging import StagingError, stage_compose
 
+        require_lease(context, "sync_to_staging")
         summary = self.require_summary()
         layout = layout_of(summary)
         s = settings()

@@ -10,6 +10,7 @@ the answer (:mod:`releng.core.promotion.approval`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +24,10 @@ from releng.core.promotion import approval, change_report, promote_phases, rende
 from releng.core.promotion.base import PromotionError
 from releng.core.promotion.target import PromotionTarget, state_dir
 from releng.core.repo.repomd import RepoError
+from releng.core.rsync import PHASES
 from releng.core.settings import Settings, settings
+from releng.core.staging import lease
+from releng.operators.staging import acquire, require_lease, run_of
 
 DECISION_KEY = "decision"
 
@@ -51,13 +55,18 @@ class PromotionReportOperator(BaseOperator):
     :param rc: promote the ``X.Y-RCn`` staging directory (default: from the Asset event or params)
     :param dry_run: only report (default: the ``dry_run`` param)
     :param allow_large_delete: allow deletions above RELENG_PROMOTION_MAX_DELETE (default: the param)
+    :param lease_wait: seconds to wait for the staging lease while another run's staging steps hold it
+
+    The report first takes the staging lease for the run (releng.core.staging.lease); record_promotion, the
+    run's teardown, gives it back, so staging cannot change between the report and the last phase.
     """
 
     template_fields = ("release",)
 
     def __init__(self, *, release: str | None = None, rc: bool | None = None, dry_run: bool | None = None,
-                 allow_large_delete: bool | None = None, **kwargs) -> None:
+                 allow_large_delete: bool | None = None, lease_wait: float = 3600, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.lease_wait = lease_wait
         self.release = release
         self.rc = rc
         self.report_only = dry_run  # BaseOperator.dry_run is a method
@@ -68,14 +77,41 @@ class PromotionReportOperator(BaseOperator):
         dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
                      else self.allow_large_delete)
+        self._take_staging_lease(context)
         try:
             summary = change_report.change_report(
                 settings(), run_id=context["run_id"], dag_id=context["dag"].dag_id, release=self.release,
                 rc=self.rc, params=params, event_extras=[] if self.release else _staging_event_extras(context),
                 dry_run=dry_run, allow_large_delete=allow, log=self.log.info, warn=self.log.warning)
         except (PromotionError, ProfileError, RepoError) as exc:
+            self._give_back(context)  # record_promotion, the teardown that releases it, runs only after a report
             raise AirflowFailException(str(exc)) from None
+        except BaseException:
+            self._give_back(context)
+            raise
         return summary.to_xcom()
+
+    def _give_back(self, context: Context) -> None:
+        dag_id, run_id = run_of(context)
+        lease.release(settings().staging_root, dag_id, run_id)
+        self.log.info("staging lease released (no report)")
+
+    def _take_staging_lease(self, context: Context) -> None:
+        """Wait (up to ``lease_wait`` seconds) for the staging lease; the wait is logged once a minute."""
+        deadline, next_note = time.monotonic() + self.lease_wait, 0.0
+        while True:
+            attempt = acquire(context, "promotion: from its change report to its last phase", self.log)
+            if attempt.acquired:
+                self.log.info("staging lease held by this run until record_promotion")
+                return
+            if time.monotonic() >= deadline:
+                raise AirflowFailException(f"staging is leased to {attempt.holder.describe()}; waited "
+                                           f"{self.lease_wait:.0f} s. Trigger the promotion again when that run "
+                                           "has ended")
+            if time.monotonic() >= next_note:
+                self.log.info("staging is leased to %s; waiting", attempt.holder.describe())
+                next_note = time.monotonic() + 60
+            time.sleep(min(5.0, max(0.5, self.lease_wait / 10)))
 
 
 class PromotionApprovalOperator(ApprovalOperator):
@@ -136,6 +172,8 @@ class _AfterApprovalOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict:
         cfg = settings()
+        if self.step_name() in PHASES:  # the phases read staging
+            require_lease(context, context["task"].task_id)
         try:
             return approval.approved_step(state_dir(cfg), context["run_id"], cfg.approvers, self.step_name(),
                                           self.action(cfg), dag_id=context["dag"].dag_id,
@@ -203,6 +241,8 @@ class RecordPromotionOperator(BaseOperator):
             closed = approval.record_promotion(state_dir(settings()), context["run_id"], context["dag"].dag_id)
         except PromotionError as exc:
             raise AirflowFailException(str(exc)) from None
+        finally:
+            self._release_staging(context)
         if closed is None:
             raise AirflowSkipException("no approval was asked in this run (dry run, nothing to approve, or the "
                                        "report failed); nothing to record")
@@ -211,3 +251,8 @@ class RecordPromotionOperator(BaseOperator):
         self.log.info("audit: %s by %s (%s)%s", entry["outcome"], user or "nobody", entry["digest"],
                       "" if appended else "; already in the log")
         return {"outcome": entry["outcome"], "decided_by": user, "digest": entry["digest"]}
+
+    def _release_staging(self, context: Context) -> None:
+        dag_id, run_id = run_of(context)
+        after = lease.release(settings().staging_root, dag_id, run_id)
+        self.log.info("staging lease released" if after is None else f"staging lease is held by {after.describe()}")

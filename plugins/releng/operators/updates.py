@@ -27,6 +27,7 @@ from releng.core.updates.prepare_updates import PLAN_KINDS, UpdatesSummary, prep
 from releng.core.updates.remove_work_area import remove_work_areas
 from releng.core.updates.update_repodata import TreeUpdate, update_repodata
 from releng.operators.common import WorkListOperator, load_release, site_settings
+from releng.operators.staging import require_lease
 
 
 class PrepareUpdatesOperator(BaseOperator):
@@ -92,6 +93,7 @@ class SyncToStagingOperator(BaseOperator):
         self.summary = summary
 
     def execute(self, context: Context) -> dict:
+        require_lease(context, "sync_to_staging")
         summary = UpdatesSummary.from_xcom(self.summary)
         layout = summary.layout(load_release(summary.release))
         try:
@@ -126,6 +128,7 @@ class UpdateRepodataOperator(BaseOperator):
         self.tree, self.synced, self.scratch = tree, synced, scratch
 
     def execute(self, context: Context) -> dict:
+        require_lease(context, "update_repodata")
         profile = load_release(self.release)
         site = site_settings()
         try:
