@@ -9,6 +9,9 @@ One release per run, one run at a time. `scheduled_updates` starts a run for eve
 1. **prepare_updates** checks the form against the release profile (an unknown repo stops the run
    here, before any work), checks that the staging release directory exists and that the signing
    key is usable, and lays out the work area `RELENG_COMPOSE_ROOT/<major>/<Short>-<X.Y>-updates-<ts>`.
+   Only the trees (repo, arch, kind) staging has are updated; the others are listed in its log (an arch
+   comes to staging with a compose). A signed staging needs `RELENG_REPO_SIGNING_KEY`: the run stops
+   here rather than publish unsigned metadata.
 2. **sync_repos**: `dnf reposync` of the hashed repos (os, debug, source trees), signatures checked,
    verified against the repodata; packages staging already has are hard-linked, not downloaded.
 3. **repoclosure** of each updated repo against the repos the profile allows (the run's new trees for
@@ -19,9 +22,10 @@ One release per run, one run at a time. `scheduled_updates` starts a run for eve
    back after emit_staging_asset, or when the run failed.
    **sync_to_staging**: the new packages into `mirror/pub/<short>/<X.Y>[-RC]`, never deleting (older
    builds stay installable: downgrades within the point release keep working).
-5. **update_repodata**, per tree: `createrepo_c --update` over all the tree's packages, keeping comps
-   groups, modules and updateinfo, `repomd.xml` signed when `RELENG_REPO_SIGNING_KEY` is set; the new
-   metadata is swapped in so that staging never shows a `repomd.xml` naming a missing file.
+5. **update_repodata**, per tree: a tree with nothing new keeps its metadata byte for byte; otherwise
+   `createrepo_c --update` over all the tree's packages, keeping comps groups, modules, updateinfo and
+   staging's compression, `repomd.xml` signed when `RELENG_REPO_SIGNING_KEY` is set; the new metadata
+   is swapped in so that staging never shows a `repomd.xml` naming a missing file.
 6. **emit_staging_asset** updates the staging Asset (which starts `promote_to_production`) when
    something changed; a run that changed nothing ends here, skipped.
 7. **remove_work_area**: this run's work area, and those earlier failed runs of the release left for
