@@ -349,6 +349,29 @@ def releng_settings(stack_dir: Path, peridot_url: str, key_dir: Path) -> dict[st
     }
 
 
+def release_key(stack_dir: Path, log: Callable[[str], None] = print) -> dict[str, str]:
+    """The stack's repo signing key (made once, kept in ``<stack>/release-gnupg``), so staging and production
+    are signed as at a real site: RELENG_REPO_SIGNING_KEY and RELENG_GNUPGHOME. Its public key is
+    ``<stack>/release-key.asc``. gpg's agent is stopped afterwards."""
+    home = Path(stack_dir) / "release-gnupg"
+    gpg = ["gpg", "--homedir", str(home), "--batch"]
+    try:
+        if not home.is_dir():
+            home.mkdir(mode=0o700, parents=True)
+            subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key",
+                            "Local stack release key <release@releng.invalid>", "ed25519", "sign", "never"],
+                           check=True, capture_output=True)
+            log(f"repo signing key: made in {home}")
+        out = subprocess.run([*gpg, "--with-colons", "--list-secret-keys"], check=True, capture_output=True,
+                             text=True).stdout
+        fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+        public = subprocess.run([*gpg, "--armor", "--export", fpr], check=True, capture_output=True).stdout
+        (Path(stack_dir) / "release-key.asc").write_bytes(public)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+    return {"RELENG_REPO_SIGNING_KEY": fpr, "RELENG_GNUPGHOME": str(home)}
+
+
 def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 18333, airflow_port: int = 8080,
           with_airflow: bool = True, log: Callable[[str], None] = print) -> Stack:
     """Start the whole stack; on any failure, stop what was started and re-raise."""
@@ -374,6 +397,7 @@ def start(stack_dir: Path, *, buildsystem_port: int = 18080, s3_port: int = 1833
         seed_s3(s3_client(service.url, s3dir), BUCKET, profiles, log=log)
         log(f"s3: {service.url} (bucket {BUCKET})")
         stack.settings = releng_settings(stack_dir, stack.services[0].url, fixture.key_dir)
+        stack.settings.update(release_key(stack_dir, log))
         stack.settings["RELENG_EXTRA_FILES_GIT"] = f"file://{extra_git}"
         for root in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT"):
             Path(stack.settings[root]).mkdir(parents=True, exist_ok=True)

@@ -58,10 +58,28 @@ def test_start_prints_the_ui_credentials_and_settings(started):
     assert re.search(r"user 'admin'\s+password '\S+'", out) and re.search(r"user 'approver'\s+password '\S+'", out)
     for name in ("RELENG_CONFIG_DIR", "RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT",
                  "RELENG_PERIDOT_URL", "RELENG_S3_BUCKET", "RELENG_S3_CONN_ID", "RELENG_LORAX_BACKEND",
-                 "RELENG_APPROVERS", "RELENG_GPG_KEY_DIR"):
+                 "RELENG_APPROVERS", "RELENG_GPG_KEY_DIR", "RELENG_REPO_SIGNING_KEY", "RELENG_GNUPGHOME"):
         assert f"    {name}=" in out
     env = (stack_dir / "env").read_text()
     assert f"export RELENG_COMPOSE_ROOT='{stack_dir.resolve()}/trees/compose'" in env
+
+
+def test_the_stack_signs_repodata_with_a_key_of_its_own(started, tmp_path):
+    """Staging and production are signed as at a real site: a usable secret key, its public half exported."""
+    from releng.core.staging.signing import signing_key_problem
+
+    stack_dir, out = started
+    key = re.search(r"RELENG_REPO_SIGNING_KEY=([0-9A-F]{40})", out).group(1)
+    home = stack_dir / "release-gnupg"
+    (tmp_path / "g").mkdir(mode=0o700)
+    try:
+        assert signing_key_problem(key, home) is None
+        shown = subprocess.run(["gpg", "--homedir", str(tmp_path / "g"), "--batch", "--show-keys", "--with-colons",
+                                str(stack_dir / "release-key.asc")], capture_output=True, text=True)
+        assert f"fpr:::::::::{key}:" in shown.stdout
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+        subprocess.run(["gpgconf", "--homedir", str(tmp_path / "g"), "--kill", "all"], check=False)
 
 
 def test_secrets_of_the_started_stack_are_private(started):
