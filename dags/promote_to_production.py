@@ -32,7 +32,8 @@ success by hand or a skipped approval promote nothing and are logged as
 refusals in the audit log.
 
 Clearing a failed phase runs the change report again (its setup), which needs a
-new approval; the phases then converge. Params: `release`,
+new approval; the phases then converge. Params: `release` (default:
+`RELENG_DEFAULT_RELEASE`, else the newest release; an Asset event's release wins),
 `rc`, `dry_run` (report only), `allow_large_delete`.
 """
 
@@ -45,7 +46,7 @@ from airflow.sdk import DAG, Param
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
-from releng.dagparams import default_args, release_names
+from releng.dagparams import default_args, release_param
 from releng.operators.promotion import (
     PromotePhaseOperator,
     PromotionApprovalOperator,
@@ -57,7 +58,6 @@ from releng.operators.promotion import (
 )
 
 SITE = settings()
-RELEASES = release_names()
 
 with DAG(
     dag_id="promote_to_production",
@@ -69,9 +69,8 @@ with DAG(
     tags=["releng", "production", "promotion"],
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
-        "release": Param(None, type=["null", "string"], enum=[None, *RELEASES], title="Release",
-                         description="Release profile to promote; runs triggered by the staging Asset use the "
-                                     "event's release."),
+        "release": release_param(optional=True, description="Release profile to promote; runs triggered by the "
+                                                            "staging Asset use the event's release."),
         "rc": Param(False, type="boolean", title="Release candidate",
                     description="Promote the X.Y-RCn staging directory instead of X.Y."),
         "dry_run": Param(False, type="boolean", title="Dry run",

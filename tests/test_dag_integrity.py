@@ -1,4 +1,5 @@
-"""DAG integrity: no import errors or cycles, pools exist, every DAG documented, tagged and owned.
+"""DAG integrity: no import errors or cycles, pools exist, every DAG documented, tagged and owned, mapped tasks
+name their instances, triggered DAGs exist, no DAG catches up.
 
 The same checks run against a deliberately broken DAG folder, so each one is shown to catch its problem.
 """
@@ -30,6 +31,15 @@ def integrity_problems(dag_folder: Path) -> list[str]:
                 problems.append(f"{dag_id}.{task.task_id}: no owner (set default_args['owner'])")
             if task.pool not in known_pools:
                 problems.append(f"{dag_id}.{task.task_id}: pool {task.pool!r} is not in config/pools.json")
+            kwargs = task.partial_kwargs if task.is_mapped else {}
+            if task.is_mapped and not kwargs.get("map_index_template"):
+                problems.append(f"{dag_id}.{task.task_id}: mapped without map_index_template (the UI would show "
+                                "bare indexes, not what each instance works on)")
+            target = kwargs.get("trigger_dag_id", kwargs.get("target_dag_id", getattr(task, "trigger_dag_id", None)))
+            if target is not None and target not in bag.dags:
+                problems.append(f"{dag_id}.{task.task_id}: triggers {target!r}, which is not a DAG of the folder")
+        if dag.catchup:
+            problems.append(f"{dag_id}: catchup on (a paused or new scheduled DAG would run every missed interval)")
     return problems
 
 
@@ -63,6 +73,17 @@ def test_checks_catch_each_problem(tmp_path):
             b = EmptyOperator(task_id="b")
             a >> b >> a
         '''))
+    (tmp_path / "fanout.py").write_text(textwrap.dedent('''
+        import pendulum
+        from airflow.sdk import DAG
+        from airflow.providers.standard.operators.bash import BashOperator
+        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+        with DAG("fanout", schedule="0 3 * * *", catchup=True, start_date=pendulum.datetime(2025, 1, 1),
+                 doc_md="x", tags=["t"], default_args={"owner": "release-eng"}):
+            BashOperator.partial(task_id="each").expand(bash_command=["true", "false"])
+            TriggerDagRunOperator(task_id="start", trigger_dag_id="no_such_dag")
+        '''))
     (tmp_path / "broken.py").write_text("from airflow.sdk import DAG\nraise RuntimeError('boom')\n")
     problems = integrity_problems(tmp_path)
     assert "sloppy: no doc_md" in problems
@@ -71,6 +92,10 @@ def test_checks_catch_each_problem(tmp_path):
     assert "sloppy.a: pool 'no_such_pool' is not in config/pools.json" in problems
     assert any(p.startswith("cycle.py: import error:") and "Cycle" in p for p in problems)
     assert "broken.py: import error: RuntimeError: boom" in problems
+    assert "fanout.each: mapped without map_index_template (the UI would show bare indexes, not what each " \
+           "instance works on)" in problems
+    assert "fanout.start: triggers 'no_such_dag', which is not a DAG of the folder" in problems
+    assert "fanout: catchup on (a paused or new scheduled DAG would run every missed interval)" in problems
 
 
 def test_plugin_manager_does_not_import_the_package_by_file_name():

@@ -1,5 +1,6 @@
 """The release choice on the trigger forms (releng.dagparams), parsed as the dag-processor parses the DAGs:
-a missing RELENG_CONFIG_DIR is a clear import error, and a broken profile is never offered but named."""
+a missing RELENG_CONFIG_DIR is a clear import error, a broken profile is never offered but named, and the
+default is RELENG_DEFAULT_RELEASE or the newest release by version."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from releng.core.settings import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "config" / "releases"
-DAG_FILES = ["full_compose.py", "general_updates.py", "promote_to_production.py"]
+FORMS = ["full_compose", "general_updates", "promote_to_production"]  # the DAGs with a release on the form
+DAG_FILES = ["full_compose.py", "general_updates.py", "promote_to_production.py", "scheduled_updates.py"]
 
 
 def parse(monkeypatch, config_dir: Path):
@@ -61,7 +63,7 @@ def test_a_broken_profile_is_not_offered_and_is_named_on_the_form(monkeypatch, t
     assert bag.import_errors == {}
     for dag_id in ("full_compose", "general_updates"):
         schema = release_schema(bag, dag_id)
-        assert schema["enum"] == ["el10", "el9"] and bag.dags[dag_id].params["release"] == "el9"
+        assert schema["enum"] == ["el10", "el9"] and bag.dags[dag_id].params["release"] == "el10"
         description = bag.dags[dag_id].params.get_param("release").description
         assert (f"Not offered: el8 (invalid; python -m releng validate): {config / 'el8.yaml'}: arches[1]: "
                 "unknown arch 'sparc64'") in description
@@ -71,16 +73,54 @@ def test_a_broken_profile_is_not_offered_and_is_named_on_the_form(monkeypatch, t
         assert "el8.yaml: arches[1]: unknown arch 'sparc64'" in warning and "not offered" in warning
 
 
-def test_a_broken_scheduled_release_stops_general_updates_not_the_others(monkeypatch, tmp_path):
-    """Scheduled runs update the last profile by name; with that one broken they must not update another."""
+def test_the_default_release_is_the_newest_by_version(monkeypatch, tmp_path):
+    """10.1 is newer than 9.7 and 8.10 (as text "el10" < "el8" < "el9"): every trigger form offers el10 first."""
+    bag = parse(monkeypatch, configs(tmp_path, {}))
+    assert bag.import_errors == {}
+    for dag_id in FORMS:
+        assert bag.dags[dag_id].params["release"] == "el10", dag_id
+
+
+def test_the_default_release_setting_picks_every_forms_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("RELENG_DEFAULT_RELEASE", "el8")
+    bag = parse(monkeypatch, configs(tmp_path, {}))
+    assert bag.import_errors == {}
+    for dag_id in FORMS:
+        assert bag.dags[dag_id].params["release"] == "el8", dag_id
+        bag.dags[dag_id].params.validate()
+
+
+def test_a_default_release_that_is_no_profile_is_an_import_error_saying_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("RELENG_DEFAULT_RELEASE", "el11")
+    config = configs(tmp_path, {})
+    bag = parse(monkeypatch, config)
+    assert sorted(bag.dags) == ["scheduled_updates"]  # it has no trigger form
+    assert sorted(Path(f).name for f in bag.import_errors) == sorted(f"{d}.py" for d in FORMS)
+    for err in bag.import_errors.values():
+        assert (f"RELENG_DEFAULT_RELEASE='el11' is not a release profile in RELENG_CONFIG_DIR='{config}'; set "
+                "RELENG_DEFAULT_RELEASE to one of el10, el9, el8, or unset it to offer the newest release first") in err
+
+
+def test_a_default_release_whose_profile_is_broken_is_an_import_error_naming_the_problems(monkeypatch, tmp_path):
+    monkeypatch.setenv("RELENG_DEFAULT_RELEASE", "el9")
     config = configs(tmp_path, {"el9": ('revision: "9.7"', 'revision: "9.8"')})
     bag = parse(monkeypatch, config)
-    (err,) = [e for f, e in bag.import_errors.items() if Path(f).name == "general_updates.py"]
-    assert "scheduled runs update el9" in err and f"{config / 'el9.yaml'}: revision: '9.8' does not match" in err
-    assert "not allowed to define a Schedule" not in err
-    assert sorted(bag.dags) == ["full_compose", "promote_to_production"]
-    assert release_schema(bag, "full_compose")["enum"] == ["el10", "el8"]
-    assert bag.dags["full_compose"].params["release"] == "el8"
+    assert sorted(Path(f).name for f in bag.import_errors) == sorted(f"{d}.py" for d in FORMS)
+    for err in bag.import_errors.values():
+        assert "RELENG_DEFAULT_RELEASE='el9' names a release profile that is invalid; fix it" in err
+        assert f"{config / 'el9.yaml'}: revision: '9.8' does not match" in err
+
+
+def test_a_broken_release_stops_no_dag_and_stays_scheduled(monkeypatch, tmp_path):
+    """A broken el10 is not the default (el9, the newest valid one, is) and stops no DAG from loading; the schedule
+    still lists it, so its own updates run fails, naming the problems, while the other releases' runs go on."""
+    config = configs(tmp_path, {"el10": ('revision: "10.1"', 'revision: "10.2"')})
+    bag = parse(monkeypatch, config)
+    assert bag.import_errors == {}
+    assert sorted(bag.dags) == sorted([*FORMS, "scheduled_updates"])
+    for dag_id in FORMS:
+        assert bag.dags[dag_id].params["release"] == "el9"
+    assert bag.dags["scheduled_updates"].description.startswith("general_updates of el9, el8, el10 at ")
 
 
 def test_no_valid_profile_is_an_import_error_listing_the_problems(monkeypatch, tmp_path):

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param
 
-from releng.core.profile import ConfigDirError, ReleaseChoice, release_choice
+from releng.core.profile import ReleaseChoice, release_choice
+from releng.core.releases import default_release, updates_releases
 from releng.core.settings import settings
 
 OWNER = "release-eng"
@@ -41,28 +42,22 @@ def broken_summary(choice: ReleaseChoice) -> str:
             f"{'; '.join(problems[:SHOWN_PROBLEMS])}{more}")
 
 
-def release_names() -> list[str]:
-    """The releases that may be chosen: the profiles in RELENG_CONFIG_DIR that validate."""
-    return list(releases().names)
+def release_param(*, optional: bool = False, description: str = "A profile in RELENG_CONFIG_DIR.") -> Param:
+    """A choice among the valid profiles whose default is RELENG_DEFAULT_RELEASE, else the newest release by
+    version (el10 before el9). A setting that names no valid profile stops the DAG from loading, naming it.
 
-
-def release_param(*, scheduled: bool = False) -> Param:
-    """A required choice among the valid profiles; the default is the last valid name in sort order.
-
-    ``scheduled``: the DAG runs on a schedule with the default, which is then the last profile name
-    (el9 with the shipped profiles) whether valid or not; a broken one stops the DAG from loading, so
-    that scheduled runs never update another release instead.
+    ``optional``: no release (null) may be chosen too (promote_to_production takes it from the staging event).
     """
     choice = releases()
-    default = choice.names[-1]
-    if scheduled:
-        default = choice.all_names[-1]
-        if default in choice.problems:
-            listed = "\n".join(str(p) for p in choice.problems[default])
-            raise ConfigDirError(f"scheduled runs update {default} (the last profile name in RELENG_CONFIG_DIR="
-                                 f"'{choice.config_dir}'), which is invalid; fix it (python -m releng validate):"
-                                 f"\n{listed}")
-    description = "A profile in RELENG_CONFIG_DIR."
+    default = default_release(settings().default_release, choice)
     if choice.broken:
         description += f" Not offered: {broken_summary(choice)}"
+    if optional:
+        return Param(default, type=["null", "string"], enum=[None, *choice.names], title="Release profile",
+                     description=description)
     return Param(default, type="string", enum=list(choice.names), title="Release profile", description=description)
+
+
+def scheduled_releases() -> list[str]:
+    """The releases scheduled_updates covers now: RELENG_UPDATES_RELEASES, or every profile, newest first."""
+    return updates_releases(settings().updates_releases, releases())

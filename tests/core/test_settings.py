@@ -69,6 +69,40 @@ def test_pipeline_knobs_have_defaults_and_checks():
         Settings.from_env({"RELENG_UPDATES_SCHEDULE": "daily"})
 
 
+# --- which releases the schedule updates, and the trigger forms' default release ---------------------------
+
+
+def test_release_settings_default_to_every_profile_and_the_newest():
+    s = Settings.from_env({})
+    assert s.updates_releases == () and s.default_release == ""
+
+
+def test_release_settings_are_read_and_round_trip():
+    s = Settings.from_env({"RELENG_UPDATES_RELEASES": " el9, el10,,el8 ", "RELENG_DEFAULT_RELEASE": " el9 "})
+    assert s.updates_releases == ("el9", "el10", "el8") and s.default_release == "el9"
+    assert s.as_env()["RELENG_UPDATES_RELEASES"] == "el9,el10,el8" and s.as_env()["RELENG_DEFAULT_RELEASE"] == "el9"
+    assert Settings.from_env(s.as_env()) == s
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RELENG_UPDATES_RELEASES": "el9 el10"},
+     "RELENG_UPDATES_RELEASES='el9 el10': 'el9 el10' is not a release profile name"),
+    ({"RELENG_UPDATES_RELEASES": "el9,EL10"}, "RELENG_UPDATES_RELEASES='el9,EL10': 'EL10' is not a release profile"),
+    ({"RELENG_UPDATES_RELEASES": "el9,El10,../el8"}, "'El10', '../el8' are not release profile names"),
+    ({"RELENG_UPDATES_RELEASES": "el9,el10,el9"},
+     "RELENG_UPDATES_RELEASES='el9,el10,el9' names el9 more than once; list each release once, e.g. 'el9,el10'"),
+    ({"RELENG_UPDATES_RELEASES": " , "}, "RELENG_UPDATES_RELEASES=',' names no release; set it to release profile "
+                                         "names separated by commas, e.g. 'el9,el10', or nothing for every profile"),
+    ({"RELENG_DEFAULT_RELEASE": "el9,el10"}, "RELENG_DEFAULT_RELEASE='el9,el10' names 2 releases; set it to one "
+                                             "release profile name, e.g. 'el9', or nothing for the newest release"),
+    ({"RELENG_DEFAULT_RELEASE": "Rocky 9"}, "RELENG_DEFAULT_RELEASE='Rocky 9': 'Rocky 9' is not a release profile"),
+])
+def test_unusable_release_settings_are_refused_saying_what_to_use(env, message):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert message in str(err.value)
+
+
 # --- the three trees: absolute, not /, and separate (a compose must never write into production) -------------
 
 ROOTS = {"RELENG_COMPOSE_ROOT": "/srv/compose", "RELENG_STAGING_ROOT": "/srv/staging",
@@ -134,7 +168,7 @@ def test_invalid_settings_fail_the_dag_files_and_tasks_with_the_message(monkeypa
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.dags == {}
     assert sorted(Path(f).name for f in bag.import_errors) == ["full_compose.py", "general_updates.py",
-                                                               "promote_to_production.py"]
+                                                               "promote_to_production.py", "scheduled_updates.py"]
     for err in bag.import_errors.values():
         last = err.strip().splitlines()[-1]
         assert "SettingsError: RELENG_STAGING_ROOT='/srv/trees' and RELENG_PRODUCTION_ROOT='/srv/trees' " in last

@@ -1,4 +1,4 @@
-"""general_updates as parsed: schedule from the settings, one run at a time, params, order, pools, outlet."""
+"""general_updates as parsed: no schedule of its own, one run at a time, params, order, pools, outlet."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ def dag(monkeypatch):
     return bag.dags["general_updates"]  # get_dag() would ask the metadata database
 
 
-def test_scheduled_from_the_setting_one_run_at_a_time(dag):
-    from airflow.sdk import CronTriggerTimetable
+def test_no_schedule_of_its_own_one_run_at_a_time(dag):
+    """scheduled_updates starts a run per release on RELENG_UPDATES_SCHEDULE; a schedule here would update only
+    the release param's default."""
+    from airflow.sdk.definitions.timetables.simple import NullTimetable
 
-    assert isinstance(dag.timetable, CronTriggerTimetable)
-    assert dag.timetable == CronTriggerTimetable("30 4 * * 1", timezone="UTC")
+    assert isinstance(dag.timetable, NullTimetable)
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.owner == "release-eng" and dag.tags and "createrepo_c --update" in dag.doc_md
 
@@ -40,7 +41,7 @@ def test_params(dag):
     from airflow.sdk.exceptions import ParamValidationError
 
     params = dag.params
-    assert params["repos"] == [] and params["rc"] is False
+    assert params["repos"] == [] and params["rc"] is False and params["release"] == "el10"
     assert params.get_param("release").schema["enum"] == ["el10", "el8", "el9"]
     for bad in ({"repos": ["../BaseOS"]}, {"repos": ["BaseOS", "BaseOS"]}, {"release": "el7"}, {"rc": "yes"}):
         trial = copy.deepcopy(params)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
+from releng.core.profile import _NAME_RE as RELEASE_NAME
+
 LORAX_BACKENDS = ("kubernetes", "local")
 TREE_ROOTS = ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")
 
@@ -41,6 +43,8 @@ class Settings:
     lorax_memory: str
     lorax_s3_secret: str
     updates_schedule: str
+    updates_releases: tuple[str, ...]
+    default_release: str
     repo_signing_key: str
     gnupghome: Path | None
     promotion_max_delete: float
@@ -77,6 +81,8 @@ class Settings:
             raise SettingsError(
                 f"RELENG_UPDATES_SCHEDULE={schedule!r} is not a cron expression; use five fields, e.g. '0 3 * * *'"
             )
+        updates_releases = _release_names(get, "RELENG_UPDATES_RELEASES")
+        default_release = _release_names(get, "RELENG_DEFAULT_RELEASE", at_most_one=True)
         max_delete = _number(get, "RELENG_PROMOTION_MAX_DELETE", 0.0, 1.0,
                              "the share of production files a promotion may delete, e.g. 0.1")
         timeout = _number(get, "RELENG_APPROVAL_TIMEOUT_HOURS", 0.01, 24 * 30, "hours, e.g. 24")
@@ -99,6 +105,8 @@ class Settings:
             lorax_memory=get("RELENG_LORAX_MEMORY"),
             lorax_s3_secret=get("RELENG_LORAX_S3_SECRET"),
             updates_schedule=schedule,
+            updates_releases=updates_releases,
+            default_release=default_release[0] if default_release else "",
             repo_signing_key=get("RELENG_REPO_SIGNING_KEY"),
             gnupghome=Path(gnupghome) if gnupghome else None,
             promotion_max_delete=max_delete,
@@ -154,6 +162,34 @@ def _resolved_note(name: str, raw: str, resolved: str) -> str:
     return f" ({name} resolves to {resolved})" if os.path.normpath(raw) != resolved else ""
 
 
+def _release_names(get: Callable[[str], str], name: str, *, at_most_one: bool = False) -> tuple[str, ...]:
+    """Release profile names, comma-separated (empty entries ignored), each once; () when the variable is empty.
+
+    Only the names' form is checked here; which profiles exist is known from RELENG_CONFIG_DIR when a DAG is
+    parsed or a task runs.
+    """
+    raw = get(name)
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    example = "el9" if at_most_one else "el9,el10"
+    what = ("one release profile name, e.g. 'el9', or nothing for the newest release" if at_most_one else
+            "release profile names separated by commas, e.g. 'el9,el10', or nothing for every profile in "
+            "RELENG_CONFIG_DIR")
+    if raw.strip() and not names:
+        raise SettingsError(f"{name}={raw!r} names no release; set it to {what}")
+    bad = [n for n in names if not RELEASE_NAME.match(n)]
+    if bad:
+        kind = "is not a release profile name" if len(bad) == 1 else "are not release profile names"
+        raise SettingsError(f"{name}={raw!r}: {', '.join(map(repr, bad))} {kind} (lower-case letters, digits, '.', "
+                            f"'_' or '-': the profile's file name without .yaml); set it to {what}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SettingsError(f"{name}={raw!r} names {', '.join(twice)} more than once; list each release once, "
+                            f"e.g. '{example}'")
+    if at_most_one and len(names) > 1:
+        raise SettingsError(f"{name}={raw!r} names {len(names)} releases; set it to {what}")
+    return names
+
+
 def _number(get, name: str, low: float, high: float, hint: str) -> float:
     raw = get(name)
     try:
@@ -187,6 +223,10 @@ DEFAULTS: dict[str, str] = {
     # Kubernetes secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally AWS_ENDPOINT_URL).
     "RELENG_LORAX_S3_SECRET": "empanadas-s3",
     "RELENG_UPDATES_SCHEDULE": "0 3 * * *",
+    # Empty: scheduled updates cover every release profile in RELENG_CONFIG_DIR.
+    "RELENG_UPDATES_RELEASES": "",
+    # Empty: the trigger forms offer the newest release (by major.minor) first.
+    "RELENG_DEFAULT_RELEASE": "",
     # Empty: repomd.xml is not signed. Otherwise the key id/fingerprint in RELENG_GNUPGHOME (or ~/.gnupg).
     "RELENG_REPO_SIGNING_KEY": "",
     "RELENG_GNUPGHOME": "",
