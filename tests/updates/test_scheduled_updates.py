@@ -76,13 +76,14 @@ def _task_states(dag_id: str, run_id: str) -> dict[str, str]:
                 for ti in tis}
 
 
-def _queued(dag_id: str) -> list[str]:
+def _queued(dag_id: str, prefix: str) -> list[str]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
 
     with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED)
+        runs = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED,
+                                            DagRun.run_id.startswith(prefix))
         return sorted(r.run_id for r in runs)
 
 
@@ -99,13 +100,13 @@ def _start(dag_id: str, run_id: str) -> None:
 
 def _run_started_runs(proc: subprocess.Popen, log: Path) -> list[str]:
     """Run every general_updates run the scheduled run starts, one at a time (the DAG's max_active_runs), until
-    the scheduled run's process ends; the run ids in the order they ran."""
+    the scheduled run's process ends; the run ids in the order they ran. (Other tests' runs share the database.)"""
     dag = parse_dag("general_updates")
     ran: list[str] = []
     give_up = time.monotonic() + GIVE_UP_SECONDS
     while True:
         ended = proc.poll() is not None
-        for run_id in _queued("general_updates"):
+        for run_id in _queued("general_updates", "scheduled_updates__"):
             _start("general_updates", run_id)
             resume_run(dag, run_id)
             ran.append(run_id)
@@ -159,8 +160,9 @@ def test_a_scheduled_run_updates_every_listed_release_and_a_failing_one_stops_no
 
     el10, el9_run = f"scheduled_updates__el10__{when}", f"scheduled_updates__el9__{when}"
     assert sorted(ran) == [el10, el9_run]  # one run per listed release that has a profile; none for el8
-    assert _runs("general_updates") == {el10: ({"release": "el10"}, "failed", "operator_triggered"),
-                                        el9_run: ({"release": "el9"}, "success", "operator_triggered")}
+    assert _runs("general_updates", "scheduled_updates__") == {
+        el10: ({"release": "el10"}, "failed", "operator_triggered"),
+        el9_run: ({"release": "el9"}, "success", "operator_triggered")}
     el10_states = _task_states("general_updates", el10)
     assert el10_states["prepare_updates"] == "failed" and "success" not in el10_states.values()
     el9_states = _task_states("general_updates", el9_run)
@@ -187,4 +189,6 @@ def test_a_scheduled_run_updates_every_listed_release_and_a_failing_one_stops_no
 
     with create_session() as session:
         dr = session.query(DagRun).filter(DagRun.dag_id == "general_updates", DagRun.run_id == el9_run).one()
+        # the runs list of general_updates says which release each run updates and who started it
+        assert dr.note == f"el9: started by scheduled_updates run {schedule_run}"
         assert [e["release"] for e in _asset_events(dr)] == ["el9"]
