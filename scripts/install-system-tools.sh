@@ -10,7 +10,8 @@ extras=0
 
 # command -> why we need it; checked before and after installing
 required=(rpm rpmbuild rpmsign createrepo_c modifyrepo_c dnf xorriso implantisomd5 checkisomd5
-          mksquashfs unsquashfs mkfs.vfat mcopy mmd rsync gpg isoinfo cpio git)
+          mksquashfs unsquashfs mkfs.vfat mcopy mmd rsync gpg gpgconf isoinfo cpio git
+          transmission-show transmission-cli)
 extra_cmds=(qemu-system-x86_64 docker-compose)
 
 missing() {
@@ -40,13 +41,13 @@ fi
 if command -v apt-get >/dev/null 2>&1; then
   pkgs=(rpm rpm2cpio cpio createrepo-c dnf dnf-plugins-core xorriso isolinux syslinux-common
         syslinux-utils mtools dosfstools genisoimage isomd5sum squashfs-tools rsync gnupg git
-        ca-certificates)
+        ca-certificates transmission-cli)
   (( extras )) && pkgs+=(qemu-system-x86 ovmf docker-compose)
   "${SUDO[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 elif command -v dnf >/dev/null 2>&1; then
   pkgs=(rpm-build rpm-sign createrepo_c dnf-plugins-core xorriso syslinux mtools dosfstools
-        genisoimage isomd5sum squashfs-tools rsync gnupg2 git cpio)
+        genisoimage isomd5sum squashfs-tools rsync gnupg2 git cpio transmission-cli)
   (( extras )) && pkgs+=(qemu-system-x86 edk2-ovmf)
   "${SUDO[@]}" dnf install -y "${pkgs[@]}"
   # docker-compose is not packaged on EL; the compose-file test falls back to a schema check.

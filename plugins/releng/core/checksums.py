@@ -5,6 +5,11 @@
 
 One ``<file>.CHECKSUM`` per deliverable; the directory's ``CHECKSUM`` is those
 blocks sorted by file name, so it does not depend on directory order.
+
+With a release signing key the directory's ``CHECKSUM`` is clear-signed in place (an OpenPGP cleartext
+signature around the same lines, as Fedora publishes its CHECKSUM files): ``gpg --verify CHECKSUM`` checks
+it, and ``sha256sum -c CHECKSUM`` (``--ignore-missing`` when only some files were downloaded) still checks
+the files, warning that the signature's lines are not checksum lines. Only ``--strict`` refuses it.
 """
 
 from __future__ import annotations
@@ -60,13 +65,42 @@ def hash_once(path: Path, algos: Iterable[str]) -> dict[str, str]:
     return {a: h.hexdigest() for a, h in hashers.items()}
 
 
+def checksum_text(entries: Iterable[Checksum]) -> str:
+    """The blocks of ``entries``, sorted by name."""
+    return "".join(e.block() for e in sorted(entries, key=lambda e: e.name))
+
+
 def write_checksum_file(path: Path, entries: Iterable[Checksum]) -> Path:
     """Write blocks sorted by name, atomically."""
-    return atomic_write(path, "".join(e.block() for e in sorted(entries, key=lambda e: e.name)))
+    return atomic_write(path, checksum_text(entries))
+
+
+CLEARSIGN_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
+SIGNATURE_BEGIN = "-----BEGIN PGP SIGNATURE-----"
+
+
+def clearsigned_body(text: str) -> str | None:
+    """The signed text of an OpenPGP clear-signed message (dash-escaping undone, ending in a newline);
+    None when ``text`` is not one."""
+    lines = text.splitlines()
+    if not lines or lines[0] != CLEARSIGN_BEGIN or SIGNATURE_BEGIN not in lines:
+        return None
+    try:
+        start = lines.index("", 1) + 1  # armor headers (Hash: ...) end at the first empty line
+    except ValueError:
+        return None
+    end = lines.index(SIGNATURE_BEGIN)
+    if start > end:
+        return None
+    body = [line[2:] if line.startswith("- ") else line for line in lines[start:end]]
+    return "".join(line + "\n" for line in body)
 
 
 def parse_checksum_file(text: str) -> list[tuple[str, str, str]]:
-    """(algo, name, hex) for every hash line; comment lines are skipped, anything else is an error."""
+    """(algo, name, hex) for every hash line; comment lines are skipped, anything else is an error.
+    A clear-signed file is read from its signed text (the signature is not checked here)."""
+    body = clearsigned_body(text)
+    text = text if body is None else body
     out = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
@@ -81,6 +115,7 @@ def parse_checksum_file(text: str) -> list[tuple[str, str, str]]:
 def read_checksum_file(path: Path) -> list[Checksum]:
     """The entries of a checksum file, with the sizes its ``# <name>: <size> bytes`` lines record (0 when none)."""
     text = Path(path).read_text()
+    text = clearsigned_body(text) or text
     sizes = {line[2:].split(":", 1)[0]: int(line.rsplit(":", 1)[1].split()[0])
              for line in text.splitlines() if line.startswith("# ") and line.endswith(" bytes")}
     return [Checksum(name, sizes.get(name, 0), algo, hexdigest) for algo, name, hexdigest in parse_checksum_file(text)]

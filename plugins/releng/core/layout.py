@@ -217,6 +217,12 @@ class ReleaseTrees:
         return links
 
 
+def download_path(profile: ReleaseProfile) -> str:
+    """The release directory as users download it (``pub/rocky/9.7``): production's release directory relative
+    to ``<production_root>/mirror``, the directory the download URL serves (no RC suffix, as in production)."""
+    return f"pub/{safe_part(profile.shortname.lower(), 'short name')}/{safe_part(profile.revision, 'revision')}"
+
+
 def _under(root: Path, relative: str) -> Path:
     """``root/relative``, refusing a root that is not absolute and any escape from it."""
     root = Path(root)

@@ -1,5 +1,6 @@
 """finalize_compose: the compose's STATUS from its tasks' end states, the published ISOs and images with
-their CHECKSUM files, composeinfo.json/images.json/rpms.json, and the ``latest-<Short>-<profile>`` link.
+their CHECKSUM files (clear-signed with the release key when one is set) and torrents,
+composeinfo.json/images.json/rpms.json, and the ``latest-<Short>-<profile>`` link.
 
 While any watched task has not ended it refuses and leaves STATUS as it is. A failed required task
 writes DOOMED; failed failable deliverables make the compose FINISHED_INCOMPLETE. The latest link
@@ -11,18 +12,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from releng.core import metadata
-from releng.core.checksums import read_checksum_file, write_checksum_file
+from releng.core.checksums import checksum_text, read_checksum_file, write_checksum_file
 from releng.core.compose.prepare_compose import ComposePlan, ComposeSummary, plan_compose
 from releng.core.compose.status import reopen, write_status
 from releng.core.fs import swap_symlink
-from releng.core.layout import ComposeLayout, LayoutError
+from releng.core.layout import ComposeLayout, LayoutError, download_path
 from releng.core.log import Logger
 from releng.core.profile import ReleaseProfile, Repo
 from releng.core.repo.primary import iter_packages
+from releng.core.staging.signing import clearsign_file, gpg_session, require_key
+from releng.core.torrents import SUFFIX as TORRENT_SUFFIX
+from releng.core.torrents import TorrentSettings, make_torrent, torrent_path
 from releng.core.treeinfo import write_repo_treeinfo
 
 log = logging.getLogger(__name__)
@@ -115,6 +120,21 @@ def compose_outcome(states: Mapping[str, str | None], failable: Iterable[str], t
     return Outcome("FINISHED_INCOMPLETE" if failed_optional else "FINISHED", (), failed_optional)
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """What users get beside the images: a torrent of each, and the CHECKSUM files' signature.
+
+    :param torrents: the site's torrent settings; None makes no torrents
+    :param signing_key: the release key (``RELENG_REPO_SIGNING_KEY``) each per-arch CHECKSUM is clear-signed
+        with; empty leaves CHECKSUM unsigned
+    :param gnupghome: the GnuPG home holding it (``RELENG_GNUPGHOME``; None: gpg's default)
+    """
+
+    torrents: TorrentSettings | None = None
+    signing_key: str = ""
+    gnupghome: Path | None = None
+
+
 class ComposeDoomed(RuntimeError):
     """A required task failed, or finalizing itself failed: STATUS is DOOMED and the latest link did not move."""
 
@@ -134,13 +154,15 @@ class FinalizeResult:
 
 def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Mapping[str, str | None],
                      watched: Iterable[str], deliverables: Mapping[str, str],
-                     logger: Logger = log) -> FinalizeResult:
+                     logger: Logger = log, distribution: Distribution | None = None) -> FinalizeResult:
     """Decide STATUS from the run's task states (``task`` or ``task_<map_index>``), publish, write metadata.
 
     ``deliverables`` maps a mapped task id to the plan list it runs over, for the deliverables the profile
-    may mark ``failable``. ComposeNotEnded while a watched task has not ended; ComposeDoomed after writing
-    DOOMED.
+    may mark ``failable``. ``distribution`` adds torrents and signed CHECKSUM files. ComposeNotEnded while a
+    watched task has not ended; SigningError, before anything changes, when the signing key is not in the
+    keyring; ComposeDoomed after writing DOOMED.
     """
+    distribution = distribution or Distribution()
     watched = tuple(watched)
     plan = plan_compose(layout.profile, summary.params)
     failable = failable_keys(layout.profile, plan, deliverables)
@@ -153,9 +175,13 @@ def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Map
             f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
             f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
         )
+    fingerprints = None
+    if distribution.signing_key:
+        with gpg_session(distribution.gnupghome):
+            fingerprints = require_key(distribution.signing_key, distribution.gnupghome)
     reopen(layout)  # a rerun rewrites checksums and metadata: not FINISHED while it does
     try:
-        records = publish(layout, summary.params.arches, summary.params.rc, logger)
+        records = publish(layout, summary.params.arches, summary.params.rc, logger, distribution, fingerprints)
         write_metadata(layout, summary, records, logger)
     except Exception as exc:
         write_status(layout, "DOOMED")  # never leave a compose STARTED after its last task failed
@@ -182,35 +208,76 @@ def link_tree(src: Path, dest: Path) -> int:
     return count
 
 
-def publish(layout: ComposeLayout, arches: Iterable[str], rc: bool,
-            logger: Logger = log) -> list[metadata.ImageRecord]:
-    """work/isos and work/images -> compose/ (hard links), per-arch CHECKSUM, images.json records.
+def publish(layout: ComposeLayout, arches: Iterable[str], rc: bool, logger: Logger = log,
+            distribution: Distribution | None = None, fingerprints: set[str] | None = None,
+            ) -> list[metadata.ImageRecord]:
+    """work/isos and work/images -> compose/ (hard links), per-arch CHECKSUM (clear-signed when
+    ``distribution`` has a signing key), a torrent per image (when it has torrent settings), images.json records.
 
-    Each deliverable's own ``.CHECKSUM`` is reused: a multi-GB ISO is never hashed again.
+    Each deliverable's own ``.CHECKSUM`` is reused: a multi-GB ISO is never hashed again for its checksum;
+    its torrent is made once (hashing it with SHA-1) and kept while the image stays the same.
     """
+    distribution = distribution or Distribution()
     records: list[metadata.ImageRecord] = []
-    for arch in arches:
-        for work, published, kind in ((layout.work_isos(arch), layout.iso_dir(arch), "iso"),
-                                      (layout.work_images(arch), layout.images_dir(arch), "image")):
-            if not work.is_dir():
-                continue
-            linked = link_tree(work, published)
-            entries = [e for sidecar in sorted(published.glob("*.CHECKSUM")) for e in read_checksum_file(sidecar)
-                       if e.name != "CHECKSUM"]
-            write_checksum_file(published / "CHECKSUM", entries)
-            logger.info("published %d files into %s (%d checksum entries)", linked, published, len(entries))
-            records += image_records(layout, published, arch, kind, rc)
+    with gpg_session(distribution.gnupghome) if distribution.signing_key else nullcontext():
+        for arch in arches:
+            for work, published, kind in ((layout.work_isos(arch), layout.iso_dir(arch), "iso"),
+                                          (layout.work_images(arch), layout.images_dir(arch), "image")):
+                if not work.is_dir():
+                    continue
+                linked = link_tree(work, published)
+                entries = [e for sidecar in sorted(published.glob("*.CHECKSUM"))
+                           for e in read_checksum_file(sidecar) if e.name != "CHECKSUM"]
+                if distribution.signing_key:
+                    signed = clearsign_file(published / "CHECKSUM", checksum_text(entries), distribution.signing_key,
+                                            distribution.gnupghome, fingerprints)
+                    logger.info("%s/CHECKSUM %s with %s", published, "signed" if signed else "already signed",
+                                distribution.signing_key)
+                else:
+                    write_checksum_file(published / "CHECKSUM", entries)
+                logger.info("published %d files into %s (%d checksum entries)", linked, published, len(entries))
+                if distribution.torrents is not None:
+                    publish_torrents(layout, published, arch, kind, distribution.torrents, logger)
+                records += image_records(layout, published, arch, kind, rc)
     return records
+
+
+def image_files(directory: Path) -> list[Path]:
+    """The published ISOs or images of a directory: regular files, not the generic/latest links, checksums,
+    manifests, torrents or READMEs."""
+    return [path for path in sorted(directory.iterdir())
+            if not path.is_symlink() and path.is_file()
+            and path.suffix not in (".CHECKSUM", ".manifest", TORRENT_SUFFIX)
+            and path.name not in ("CHECKSUM", "README") and not path.name.startswith(".")]
+
+
+def publish_torrents(layout: ComposeLayout, directory: Path, arch: str, kind: str, settings: TorrentSettings,
+                     logger: Logger = log) -> int:
+    """A torrent beside each image of ``directory`` whose web seed is the image's production download URL;
+    torrents of images no longer there are removed. Returns how many torrents were written (kept ones do not
+    count)."""
+    images = image_files(directory)
+    written = 0
+    sub = "isos" if kind == "iso" else "images"
+    for image in images:
+        webseed = settings.webseed(f"{download_path(layout.profile)}/{sub}/{arch}/{image.name}")
+        sha = metadata.recorded_sha256(image)
+        written += make_torrent(image, sha, webseed, settings, creation_date=layout.timestamp,
+                                comment=f"{layout.profile.shortname} {layout.profile.revision} {arch}: {image.name}",
+                                logger=logger)
+    wanted = {torrent_path(image).name for image in images}
+    for stale in directory.glob(f"*{TORRENT_SUFFIX}"):
+        if stale.name not in wanted:
+            stale.unlink()
+            logger.info("removed %s: its image is no longer published", stale)
+    return written
 
 
 def image_records(layout: ComposeLayout, directory: Path, arch: str, kind: str,
                   rc: bool) -> list[metadata.ImageRecord]:
     """images.json entries of the published ISOs (``kind="iso"``) or cloud images of one directory."""
     out = []
-    for path in sorted(directory.iterdir()):
-        if path.is_symlink() or not path.is_file() or path.suffix in (".CHECKSUM", ".manifest") \
-                or path.name in ("CHECKSUM", "README"):
-            continue
+    for path in image_files(directory):
         st = path.stat()
         rel = str(path.relative_to(layout.compose))
         sha = metadata.recorded_sha256(path)

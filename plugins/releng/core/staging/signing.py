@@ -1,4 +1,5 @@
-"""The release key staging's ``repomd.xml`` files are signed with (``RELENG_REPO_SIGNING_KEY``).
+"""The release key staging's ``repomd.xml`` files and the compose's ``CHECKSUM`` files are signed with
+(``RELENG_REPO_SIGNING_KEY``).
 
 A signature counts only when gpg reports it VALIDSIG by one of the configured
 key's fingerprints, not by any key in the keyring: after a key change the old
@@ -7,8 +8,14 @@ signatures must be replaced.
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from releng.core.checksums import clearsigned_body
+from releng.core.fs import atomic_write, fsync_dir
 from releng.core.repo.signatures import validsig_fingerprints
 from releng.core.run import ToolError, run
 
@@ -78,3 +85,86 @@ def sign_repomd(repomd: Path, key: str, gnupghome: Path | None, fingerprints: se
         raise ToolError(f"{label or repomd.parent}: gpg signed {repomd} with {key}, but the signature does not "
                         "verify")
     return fingerprints
+
+
+# --- clear-signed text files (CHECKSUM) ----------------------------------------------------------------------
+
+
+def agent_socket_argv(gnupghome: Path | None) -> list[str]:
+    return ["gpgconf", *(["--homedir", str(gnupghome)] if gnupghome else []), "--list-dirs", "agent-socket"]
+
+
+def agent_running(gnupghome: Path | None) -> bool:
+    """A gpg-agent answers on ``gnupghome``'s agent socket."""
+    path = run(agent_socket_argv(gnupghome), check=False).stdout.strip()
+    if not path:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def kill_agents_argv(gnupghome: Path | None) -> list[str]:
+    return ["gpgconf", *(["--homedir", str(gnupghome)] if gnupghome else []), "--kill", "all"]
+
+
+@contextmanager
+def gpg_session(gnupghome: Path | None) -> Iterator[None]:
+    """Run gpg inside: the gpg-agent (and dirmngr/keyboxd) gpg starts for ``gnupghome`` is stopped at the end.
+
+    An agent that was already running for that home (a site's agent holding a passphrase) is left running.
+    """
+    running = agent_running(gnupghome)
+    try:
+        yield
+    finally:
+        if not running:
+            run(kill_agents_argv(gnupghome), check=False)
+
+
+def clearsign_argv(key: str, gnupghome: Path | None = None) -> list[str]:
+    """Clear-sign stdin to stdout with ``key`` (SHA-256 digest)."""
+    return [*_gpg(gnupghome), "--local-user", key, "--digest-algo", "SHA256", "--clearsign"]
+
+
+def verify_clearsigned_argv(path: Path, gnupghome: Path | None = None) -> list[str]:
+    return [*_gpg(gnupghome), "--status-fd", "1", "--verify", str(path)]
+
+
+def clearsigned_by(path: Path, fingerprints: set[str], gnupghome: Path | None) -> bool:
+    """``path`` is a clear-signed file with a good signature by one of ``fingerprints``."""
+    if not Path(path).is_file():
+        return False
+    result = run(verify_clearsigned_argv(path, gnupghome), check=False)
+    return result.returncode == 0 and bool(validsig_fingerprints(result.stdout) & fingerprints)
+
+
+def clearsign_file(path: Path, body: str, key: str, gnupghome: Path | None,
+                   fingerprints: set[str] | None = None) -> bool:
+    """Write ``body`` to ``path`` clear-signed with ``key``, atomically, and check the signature verifies.
+
+    A file already holding exactly ``body`` with a good signature by the key is kept (False); True when the
+    file was signed and written. SigningError when the keyring has no secret ``key``, ToolError when gpg fails
+    or its signature does not verify.
+    """
+    path = Path(path)
+    fingerprints = fingerprints or require_key(key, gnupghome)
+    if path.is_file() and clearsigned_body(path.read_text(errors="replace")) == body \
+            and clearsigned_by(path, fingerprints, gnupghome):
+        return False
+    signed = run(clearsign_argv(key, gnupghome), input=body, what="gpg --clearsign").stdout
+    if clearsigned_body(signed) != body:
+        raise ToolError(f"gpg --clearsign of {path} with {key} did not return the text it was given")
+    tmp = path.with_name(f".{path.name}.signing")
+    try:
+        atomic_write(tmp, signed)
+        if not clearsigned_by(tmp, fingerprints, gnupghome):
+            raise ToolError(f"gpg clear-signed {path} with {key}, but the signature does not verify")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
