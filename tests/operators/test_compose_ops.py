@@ -22,6 +22,7 @@ from releng.operators.compose import (
     SyncToStagingOperator,
     layout_of,
 )
+from tests.leases import holding_staging
 
 RUN_AFTER = datetime(2026, 11, 28, 4, 15, 0, tzinfo=UTC)
 WATCHED = ("prepare_compose", "sync_repos", "repoclosure", "build_dvd_iso", "pull_cloud_images")
@@ -249,7 +250,8 @@ def test_reopen_leaves_started_and_doomed_composes_alone(roots):
 def test_staging_refuses_a_compose_that_is_not_finished(roots):
     summary = _prepare("run-1")
     layout: ComposeLayout = layout_of(summary)
+    context = holding_staging(roots / "staging", outlet_events={})  # as wait_for_staging took it
     with pytest.raises(AirflowFailException, match=r"STATUS is STARTED.*finalize_compose"):
-        SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute({"outlet_events": {}})
-    assert not (roots / "staging").exists() or not any((roots / "staging").iterdir())
+        SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute(context)
+    assert [p.name for p in (roots / "staging").iterdir()] == [".releng"]  # the lease only
     assert compose_status.read_status(layout) == "STARTED"

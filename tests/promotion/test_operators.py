@@ -16,10 +16,11 @@ from releng.core.promotion import approval
 from releng.core.promotion.target import StateDir
 from releng.core.settings import settings
 from releng.operators import promotion as ops
+from tests.leases import end_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["change_report", "approve_promotion", "promote_payload", "promote_metadata", "promote_deletions",
-         "verify_production", "update_file_lists", "record_promotion"]
+         "verify_production", "update_file_lists", "mirror_handoff", "record_promotion"]
 
 
 def parse(monkeypatch, **env):
@@ -43,7 +44,7 @@ def test_dag_wiring(monkeypatch):
     while task is not None:
         order.append(task.task_id)
         task = next((dag.get_task(t) for t in sorted(task.downstream_task_ids) if t != "record_promotion"), None) \
-            or (dag.get_task("record_promotion") if task.task_id == "update_file_lists" else None)
+            or (dag.get_task("record_promotion") if task.task_id == "mirror_handoff" else None)
     assert order == ORDER
     approval = dag.get_task("approve_promotion")
     assert isinstance(approval, ApprovalOperator)
@@ -54,11 +55,14 @@ def test_dag_wiring(monkeypatch):
     for tid in ORDER:
         t = dag.get_task(tid)
         assert t.owner == "release-eng"
-        assert t.pool == ("default_pool" if tid == "approve_promotion" else "promotion"), tid
+        # the hand-off only reads the record: it holds no promotion slot while it retries
+        assert t.pool == ("default_pool" if tid in ("approve_promotion", "mirror_handoff") else "promotion"), tid
     assert dag.get_task("change_report").retries == 0
     assert all(dag.get_task(t).retries >= 1 for t in ORDER[2:7])
     audit = dag.get_task("record_promotion")
     assert audit.is_teardown and "change_report" in audit.upstream_task_ids
+    assert dag.get_task("mirror_handoff").retries == 0  # its attempts are RELENG_MIRROR_HANDOFF_ATTEMPTS
+    assert [type(n).__name__ for n in approval.notifiers] == ["ApprovalWaitingNotifier"]
 
 
 def test_parse_time_does_no_io_on_trees(monkeypatch, tmp_path):
@@ -139,6 +143,7 @@ def test_approval_skips_dry_runs_and_no_ops_and_refuses_without_approvers(staged
     report.execute({**_report_context({"release": "el9", "rc": True, "dry_run": True}), "run_id": "dry"})
     with pytest.raises(AirflowSkipException, match="dry run"):
         _approval(assigned_users=[{"id": "a", "name": "a"}]).execute(_ctx("dry"))
+    end_run(staged.staging_root, "promote_to_production", "dry")  # its record_promotion gives the lease back
     report.execute({**_report_context({"release": "el9", "rc": True}), "run_id": "real"})
     with pytest.raises(AirflowFailException, match=r"RELENG_APPROVERS is empty.*could be answered by any user"):
         _approval(assigned_users=[]).execute(_ctx("real"))

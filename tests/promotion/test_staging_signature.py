@@ -23,6 +23,7 @@ from releng.core.repo.signatures import SignatureChecker
 from releng.core.settings import settings
 from releng.core.staging import sync_to_staging
 from releng.operators.compose import SyncToStagingOperator
+from tests.leases import holding_staging
 from tests.promotion.conftest import new_release_key
 
 REPOS = (("BaseOS", "x86_64"), ("AppStream", "x86_64"), ("BaseOS", "aarch64"))
@@ -55,7 +56,8 @@ def finished(trees, tmp_path, fixture_buildsystem, el9) -> tuple[ComposeLayout, 
 
 def _stage(summary: dict) -> dict:
     events = {STAGING_ASSET: SimpleNamespace(extra=None)}
-    return SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute({"outlet_events": events})
+    context = holding_staging(settings().staging_root, outlet_events=events)  # as wait_for_staging took it
+    return SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute(context)
 
 
 def _report(key: str, home: Path) -> dict:

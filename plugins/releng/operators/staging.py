@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
@@ -16,8 +17,8 @@ RUNNING_STATES = {"queued", "running"}
 
 
 def run_of(context: Context) -> tuple[str, str]:
-    dag_run = context["dag_run"]
-    return dag_run.dag_id, dag_run.run_id
+    """(dag_id, run_id) of the task's run."""
+    return context["dag"].dag_id, context["run_id"]
 
 
 def run_still_running(log: Callable[..., None]) -> Callable[[lease.Holder], bool]:
@@ -39,10 +40,10 @@ def run_still_running(log: Callable[..., None]) -> Callable[[lease.Holder], bool
     return still_running
 
 
-def acquire(context: Context, purpose: str, log) -> lease.Attempt:
+def acquire(context: Context, purpose: str, log, staging_root: Path | None = None) -> lease.Attempt:
     """One try at the lease for this task's run; logs a take-over of a lease left by an ended run."""
     dag_id, run_id = run_of(context)
-    root = site_settings().staging_root
+    root = staging_root or site_settings().staging_root
     attempt = lease.try_acquire(root, lease.Holder(dag_id, run_id, purpose), run_still_running(log.warning))
     if attempt.took_over:
         log.warning("took over the staging lease from %s: that run is no longer running and did not release it",
@@ -50,11 +51,11 @@ def acquire(context: Context, purpose: str, log) -> lease.Attempt:
     return attempt
 
 
-def require_lease(context: Context, what: str) -> None:
+def require_lease(context: Context, what: str, staging_root: Path | None = None) -> None:
     """Fail the task unless its run holds the staging lease (a task cleared by itself after the lease went)."""
     dag_id, run_id = run_of(context)
     try:
-        lease.require(site_settings().staging_root, dag_id, run_id, what)
+        lease.require(staging_root or site_settings().staging_root, dag_id, run_id, what)
     except lease.LeaseError as exc:
         raise AirflowFailException(str(exc)) from None
 
