@@ -129,9 +129,12 @@ def plain_reposync(profile, site, repo: str, arch: str, dest: Path, work: Path) 
     url = dnf.yumrepofs_url(site.peridot_url, profile.project_id, repo, arch, "os")
     ws.config.write_text(dnf.dnf_config(ws, [dnf.DnfRepo(repo, url)], keys))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for argv in (dnf.rpm_initdb_argv(ws), *(dnf.rpm_import_argv(ws, k) for k in keys),
-                 dnf.reposync_argv(ws, repo, dest, major=profile.major, disttag=profile.disttag)):
-        subprocess.run(argv, check=True, capture_output=True, env=env)
+    try:
+        for argv in (dnf.rpm_initdb_argv(ws), *(dnf.rpm_import_argv(ws, k) for k in keys),
+                     dnf.reposync_argv(ws, repo, dest, major=profile.major, disttag=profile.disttag)):
+            subprocess.run(argv, check=True, capture_output=True, env=env)
+    finally:
+        dnf.stop_gpg_agents(ws)  # the gpg-agent dnf's key import started, as sync_repo stops its own
 
 
 def empanadas_way(profile, site, work: Path, arches_together: bool) -> float:

@@ -36,7 +36,9 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.arches import PRIMARY_ARCHES
+from releng.core.settings import settings
 from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
+from releng.notifiers import deadline_alerts
 from releng.operators.build_dvd_iso import BuildDvdIsoOperator
 from releng.operators.build_lorax import lorax_task
 from releng.operators.compose import (
@@ -65,6 +67,7 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["compose", "release"],
+    deadline=deadline_alerts("compose", settings()),
     default_args=default_args(),
     params={
         "release": release_param(),

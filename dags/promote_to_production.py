@@ -23,7 +23,11 @@ triggered by hand with a release.
    right checksums; `repomd.xml.asc` verifies when signing is configured.
 5. **update_file_lists**: `fullfilelist` and `fullfiletimelist-<category>` for
    mirrors, replaced only when they changed.
-6. **record_promotion**: who decided, when, the report digest and what was
+6. **mirror_handoff**: the site's hand-off to the mirror system
+   (`RELENG_MIRROR_HANDOFF_COMMAND` and/or `RELENG_MIRROR_HANDOFF_URL`, with
+   retries); skipped when neither is set. Its failure fails this task only:
+   production keeps the promoted release.
+7. **record_promotion**: who decided, when, the report digest and what was
    transferred, appended to `<production root>/.releng/promotion-log.jsonl`.
 
 The phases act only on the answer Airflow recorded for this run's approval
@@ -47,7 +51,9 @@ from airflow.sdk import DAG, Param
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
 from releng.dagparams import default_args, release_param
+from releng.notifiers import ApprovalWaitingNotifier, deadline_alerts
 from releng.operators.promotion import (
+    MirrorHandoffOperator,
     PromotePhaseOperator,
     PromotionApprovalOperator,
     PromotionReportOperator,
@@ -67,6 +73,7 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["releng", "production", "promotion"],
+    deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
         "release": release_param(optional=True, description="Release profile to promote; runs triggered by the "
@@ -87,6 +94,7 @@ with DAG(
         assigned_users=approvers_as_users(SITE.approvers),
         response_timeout=timedelta(hours=SITE.approval_timeout_hours),
         defaults="Reject",
+        notifiers=[ApprovalWaitingNotifier()],
         retries=2,
         retry_delay=timedelta(seconds=30),
     )
@@ -95,9 +103,12 @@ with DAG(
     promote_deletions = PromotePhaseOperator(task_id="promote_deletions", phase="deletions", pool="promotion")
     verify_production = VerifyProductionOperator(task_id="verify_production", pool="promotion")
     update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
+    # Retries are the hand-off's own (RELENG_MIRROR_HANDOFF_ATTEMPTS), so a failure shows at once.
+    mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
     # A teardown of the report: it records rejections and half-done promotions too, and the run's
     # state still comes from the promotion tasks.
     record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
     (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
-     >> verify_production >> update_file_lists >> record_promotion.as_teardown(setups=change_report))
+     >> verify_production >> update_file_lists >> mirror_handoff
+     >> record_promotion.as_teardown(setups=change_report))

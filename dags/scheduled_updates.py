@@ -25,6 +25,7 @@ from airflow.sdk import DAG, CronTriggerTimetable
 from releng.core.releases import UPDATES_DAG
 from releng.core.settings import settings
 from releng.dagparams import default_args, scheduled_releases
+from releng.notifiers import UpdatesFailedNotifier
 from releng.operators.scheduled_updates import ListReleasesOperator, TriggerUpdatesOperator
 
 SITE = settings()
@@ -38,7 +39,8 @@ with DAG(
     max_active_runs=1,
     doc_md=__doc__,
     tags=["updates", "staging", "schedule"],
-    default_args=default_args(),
+    # Release engineering hears of each failed instance (RELENG_NOTIFY_*); a failed notification fails nothing.
+    default_args={**default_args(), "on_failure_callback": [UpdatesFailedNotifier()]},
 ):
     releases = ListReleasesOperator(task_id="list_releases", target_dag_id=UPDATES_DAG, retries=0)
     # A failed release's run is rerun by clearing its instance, not by a retry that reruns it unasked.

@@ -36,6 +36,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from releng.core.gpg import agent_session
 from releng.core.profile import ReleaseProfile, load_profile, profile_paths
 from releng.core.repo.metadata import open_metadata
 from releng.core.repo.repomd import read_repomd, tree_path
@@ -353,6 +354,15 @@ def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print, extra_pa
         shutil.rmtree(root)
     root.mkdir(parents=True)
     gnupg = root / "gnupg"
+    gnupg.mkdir(mode=0o700)
+    with agent_session(gnupg):  # gpg and rpmsign start an agent for the key; stopped when the build ends
+        _build(fixture, gnupg, profiles, extra_packages, log)
+    index.write_text(json.dumps({"digest": digest, "profiles": fixture.profiles}, indent=1, sort_keys=True))
+    return fixture
+
+
+def _build(fixture: Fixture, gnupg: Path, profiles: Sequence[ReleaseProfile], extra_packages: int, log) -> None:
+    """The key, the packages (built and signed) and the repos of a new fixture."""
     fpr = _gen_key(gnupg)
     pub = _run(["gpg", "--batch", "--armor", "--export", fpr], env={**os.environ, "GNUPGHOME": str(gnupg)}).stdout
     fixture.key_dir.mkdir()
@@ -372,8 +382,6 @@ def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print, extra_pa
         for job in [pool.submit(write_repo, path, rpms, gnupg=gnupg, fpr=fpr, **kw) for path, rpms, kw in repos]:
             job.result()
     log(f"fixture build system: wrote {len(repos)} repos under {fixture.http_root}")
-    index.write_text(json.dumps({"digest": digest, "profiles": fixture.profiles}, indent=1, sort_keys=True))
-    return fixture
 
 
 def load(root: Path) -> Fixture:
@@ -399,16 +407,28 @@ def publish_update(root: Path, profile: ReleaseProfile, repo_id: str, package_na
         raise ValueError(f"{repo_id} of the {profile.name} fixture has no package {package_name!r}; it has "
                          f"{', '.join(p.name for p in content.packages)}")
     pkg = replace(old, version=version, release=release)
-    update = RepoContent(f"fixture-update-{package_name}", [pkg])
     gnupg = fixture.root / "gnupg"
+    with agent_session(gnupg):  # signing starts an agent for the key; stopped when the update is published
+        added = _publish(fixture, gnupg, profile, repo_id, content, pkg, advisory)
+    index = fixture.root / "fixture.json"
+    data = json.loads(index.read_text())
+    data["profiles"] = fixture.profiles
+    index.write_text(json.dumps(data, indent=1, sort_keys=True))
+    return sorted(added)
+
+
+def _publish(fixture: Fixture, gnupg: Path, profile: ReleaseProfile, repo_id: str, content: RepoContent,
+             pkg: Package, advisory: str | None) -> set[str]:
+    """Build and sign ``pkg``, add it to every repo of ``repo_id`` and rewrite their metadata; the files added."""
     fpr = _fingerprint(gnupg)
+    update = RepoContent(f"fixture-update-{pkg.name}", [pkg])
     listing = fixture.profiles[profile.name]["repos"][repo_id]
     added: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="fixture-update-") as tmp:
         top = Path(tmp)
         (top / "SPECS").mkdir()
         spec = top / "SPECS" / f"{update.spec}.spec"
-        spec.write_text(_spec(update, profile, version, release))
+        spec.write_text(_spec(update, profile, pkg.version, pkg.release))
         built = {arch: _rpmbuild(spec, top, None if arch == "src" else arch, profile.disttag)
                  for arch in (*profile.repo_arches(repo_id), "src")}
         _sign([rpm for rpms in built.values() for rpm in rpms], gnupg, fpr)
@@ -428,11 +448,7 @@ def publish_update(root: Path, profile: ReleaseProfile, repo_id: str, package_na
                     if not is_debug and arch != "src":
                         extra = _updated_metadata(repo, content, pkg, repo_id, arch, profile.disttag, advisory, files)
                     _index_repo(repo, gnupg=gnupg, fpr=fpr, **extra)
-    index = fixture.root / "fixture.json"
-    data = json.loads(index.read_text())
-    data["profiles"] = fixture.profiles
-    index.write_text(json.dumps(data, indent=1, sort_keys=True))
-    return sorted(added)
+    return added
 
 
 def _fingerprint(gnupg: Path) -> str:

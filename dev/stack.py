@@ -13,12 +13,14 @@ AIRFLOW_HOME, logs, and ``stack.json`` with pids, ports and credentials.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from releng.core import s3keys
+from releng.core.gpg import agent_session
 from releng.core.profile import ReleaseProfile, load_profile, profile_paths
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -94,6 +97,8 @@ class Service:
     pid: int
     url: str
     log: str
+    # Files the service leaves behind that are removed once it has stopped (sockets it makes at fixed paths).
+    leftovers: list[str] = field(default_factory=list)
 
     def alive(self) -> bool:
         try:
@@ -103,7 +108,17 @@ class Service:
         return True
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGTERM the service's process group, SIGKILL what is left after ``timeout``; return when it is empty."""
+        """SIGTERM the service's process group, SIGKILL what is left after ``timeout``; return when it is empty,
+        after removing its :attr:`leftovers`."""
+        try:
+            self._stop(timeout)
+        finally:
+            for leftover in map(Path, self.leftovers):
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISSOCK(leftover.lstat().st_mode):
+                        leftover.unlink()
+
+    def _stop(self, timeout: float) -> None:
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
             try:
                 os.killpg(self.pid, sig)
@@ -161,22 +176,54 @@ def start_buildsystem(root: Path, port: int, log: Path) -> tuple[Service, subpro
     return Service("buildsystem", proc.pid, url, str(log)), proc
 
 
+# The gRPC sockets weed mini makes at a path of its own, /tmp/seaweedfs-<service>-grpc-<port>.sock (no flag
+# moves them); its flag naming the port of each.
+WEED_TMP_GRPC_SOCKETS = {"master": "master.port.grpc", "volume": "volume.port.grpc", "filer": "filer.port.grpc",
+                         "s3": "s3.port.grpc", "admin": "admin.port.grpc"}
+UNIX_PATH_MAX = 107  # bytes of a socket path (sockaddr_un.sun_path, without its NUL)
+
+
+def s3_state(datadir: Path, log: Path) -> tuple[Path, Path]:
+    """Where weed's own log files go (``<log dir>/weed``, beside ``log``) and its local sockets
+    (``<datadir>/sockets``), so nothing of the service lands in /tmp."""
+    return log.parent / "weed", datadir / "sockets"
+
+
 def start_s3(datadir: Path, port: int, log: Path) -> tuple[Service, subprocess.Popen]:
-    """SeaweedFS ``weed mini`` with every port pinned to 127.0.0.1 (its defaults collide between instances)."""
+    """SeaweedFS ``weed mini`` with every port pinned to 127.0.0.1 (its defaults collide between instances).
+
+    Its log files and local sockets are kept in the service's own directories (see :func:`s3_state`); the
+    gRPC sockets weed makes in /tmp whatever the flags are removed when the service is stopped."""
     datadir.mkdir(parents=True, exist_ok=True)
+    logdir, sockets = s3_state(datadir, log)
+    logdir.mkdir(parents=True, exist_ok=True)
+    sockets.mkdir(mode=0o700, exist_ok=True)
+    local = {"s3.localSocket": sockets / "s3.sock", "filer.localSocket": sockets / "filer.sock"}
+    too_long = [str(p) for p in local.values() if len(os.fsencode(p)) > UNIX_PATH_MAX]
+    if too_long:
+        raise RuntimeError(f"SeaweedFS socket path(s) {', '.join(too_long)} longer than {UNIX_PATH_MAX} bytes; "
+                           "start the stack with a shorter --dir (or a test with a shorter --basetemp)")
     ports = iter(free_port() for _ in range(16))
-    argv = [str(VENV_BIN / "weed"), "mini", f"-dir={datadir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.port={port}", "-admin.ui=false", "-webdav=false"]
+    argv = [str(VENV_BIN / "weed"), f"-logdir={logdir}", "mini", f"-dir={datadir}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", f"-s3.port={port}", "-admin.ui=false", "-webdav=false",
+            *(f"-{flag}={path}" for flag, path in local.items())]
+    assigned = {}
     for flag in ("master.port", "filer.port", "volume.port", "admin.port", "s3.port.iceberg", "metricsPort",
                  "s3.metricsPort", "debug.port", "s3.debug.port", "s3.port.lance", "master.port.grpc",
                  "filer.port.grpc", "volume.port.grpc", "s3.port.grpc", "admin.port.grpc"):
-        argv.append(f"-{flag}={next(ports)}")
+        assigned[flag] = next(ports)
+        argv.append(f"-{flag}={assigned[flag]}")
+    leftovers = [f"/tmp/seaweedfs-{name}-grpc-{assigned[flag]}.sock" for name, flag in WEED_TMP_GRPC_SOCKETS.items()]
     # weed turns S3 auth on when these are set at start; the stack uses them, so auth is real.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s3_secret(datadir)}
     proc = spawn("s3", argv, log, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _s3_ready(url, datadir), "SeaweedFS S3", 60, proc, log)
-    return Service("s3", proc.pid, url, str(log)), proc
+    service = Service("s3", proc.pid, f"http://127.0.0.1:{port}", str(log), leftovers)
+    try:
+        wait_until(lambda: _s3_ready(service.url, datadir), "SeaweedFS S3", 60, proc, log)
+    except BaseException:
+        service.stop(timeout=5)
+        raise
+    return service, proc
 
 
 def s3_secret(datadir: Path) -> str:
@@ -355,9 +402,11 @@ def release_key(stack_dir: Path, log: Callable[[str], None] = print) -> dict[str
     ``<stack>/release-key.asc``. gpg's agent is stopped afterwards."""
     home = Path(stack_dir) / "release-gnupg"
     gpg = ["gpg", "--homedir", str(home), "--batch"]
-    try:
-        if not home.is_dir():
-            home.mkdir(mode=0o700, parents=True)
+    made = not home.is_dir()
+    if made:
+        home.mkdir(mode=0o700, parents=True)
+    with agent_session(home):
+        if made:
             subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key",
                             "Local stack release key <release@releng.invalid>", "ed25519", "sign", "never"],
                            check=True, capture_output=True)
@@ -367,8 +416,6 @@ def release_key(stack_dir: Path, log: Callable[[str], None] = print) -> dict[str
         fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
         public = subprocess.run([*gpg, "--armor", "--export", fpr], check=True, capture_output=True).stdout
         (Path(stack_dir) / "release-key.asc").write_bytes(public)
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
     return {"RELENG_REPO_SIGNING_KEY": fpr, "RELENG_GNUPGHOME": str(home)}
 
 

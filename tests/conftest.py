@@ -6,8 +6,15 @@ import os
 import pathlib
 import tempfile
 
+from tests.leakcheck import Session
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_HOME = pathlib.Path(tempfile.mkdtemp(prefix="releng-airflow-home-"))
+# Site settings must never leak in from the developer's shell (a started stack exports them).
+for _name in [n for n in os.environ if n.startswith("RELENG_")]:
+    del os.environ[_name]
+# Before anything starts: the process table and /tmp as they were, the session's id and private TMPDIR.
+LEAKS = Session(ROOT)
+_HOME = pathlib.Path(tempfile.mkdtemp(prefix="airflow-home-"))  # in the private TMPDIR, removed at the end
 
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
@@ -15,11 +22,38 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin,approver:user"
-# Site settings must never leak in from the developer's shell (a started stack exports them).
-for _name in [n for n in os.environ if n.startswith("RELENG_")]:
-    del os.environ[_name]
 
 import pytest  # noqa: E402
+
+# --- the session leaves nothing behind (tests/leakcheck.py) ----------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    LEAKS.add_root(session.config._tmp_path_factory.getbasetemp())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    yield
+    LEAKS.after_test(item.nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when the tests left a process running or a file in the temp directories."""
+    try:
+        leftovers = LEAKS.check(ignore=[_HOME])
+    finally:
+        LEAKS.cleanup()
+    if leftovers and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if LEAKS.leftovers or LEAKS.unattributed:
+        terminalreporter.section("leftovers", sep="=", red=True, bold=True)
+        terminalreporter.line(LEAKS.report(), red=True)
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,7 @@ def test_packages_and_repodata_are_signed_with_the_profile_key(fixture_buildsyst
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
     env = {"GNUPGHOME": str(gnupg), "PATH": "/usr/bin:/bin"}
-    assert _run(["gpg", "--batch", "--import", str(key)], env=env).returncode == 0
+    assert _run(["gpg", "--batch", "--no-autostart", "--import", str(key)], env=env).returncode == 0  # no agent
     good = _run(["gpg", "--batch", "--verify", str(repodata / "repomd.xml.asc"), str(repodata / "repomd.xml")],
                 env=env)
     assert good.returncode == 0, good.stderr

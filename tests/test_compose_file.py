@@ -67,6 +67,21 @@ PRODUCTION_SETTINGS = {
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
     "RELENG_EXTRA_FILES_GIT": "",
+    "RELENG_NOTIFY_EMAIL": "",
+    "RELENG_NOTIFY_APPROVERS_EMAIL": "",
+    "RELENG_NOTIFY_WEBHOOK": "",
+    "RELENG_NOTIFY_FROM": "",
+    "RELENG_SMTP_CONN_ID": "releng_smtp",
+    "RELENG_AIRFLOW_URL": "",
+    "RELENG_COMPOSE_DEADLINE_HOURS": "",
+    "RELENG_APPROVAL_REMINDER_HOURS": "",
+    "RELENG_MIRROR_HANDOFF_COMMAND": "",
+    "RELENG_MIRROR_HANDOFF_URL": "",
+    "RELENG_MIRROR_HANDOFF_ATTEMPTS": "3",
+    "RELENG_MIRROR_HANDOFF_RETRY_DELAY": "60",
+    "RELENG_DOWNLOAD_URL": "https://download.rockylinux.org",
+    "RELENG_TORRENT_TRACKERS": "",
+    "RELENG_TORRENT_PIECE_SIZE": "",
 }
 DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
 PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}

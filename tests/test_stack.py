@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -72,14 +73,10 @@ def test_the_stack_signs_repodata_with_a_key_of_its_own(started, tmp_path):
     key = re.search(r"RELENG_REPO_SIGNING_KEY=([0-9A-F]{40})", out).group(1)
     home = stack_dir / "release-gnupg"
     (tmp_path / "g").mkdir(mode=0o700)
-    try:
-        assert signing_key_problem(key, home) is None
-        shown = subprocess.run(["gpg", "--homedir", str(tmp_path / "g"), "--batch", "--show-keys", "--with-colons",
-                                str(stack_dir / "release-key.asc")], capture_output=True, text=True)
-        assert f"fpr:::::::::{key}:" in shown.stdout
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
-        subprocess.run(["gpgconf", "--homedir", str(tmp_path / "g"), "--kill", "all"], check=False)
+    assert signing_key_problem(key, home) is None  # which stops the agent it needed
+    shown = subprocess.run(["gpg", "--homedir", str(tmp_path / "g"), "--batch", "--show-keys", "--with-colons",
+                            str(stack_dir / "release-key.asc")], capture_output=True, text=True)
+    assert f"fpr:::::::::{key}:" in shown.stdout
 
 
 def test_secrets_of_the_started_stack_are_private(started):
@@ -138,12 +135,29 @@ def test_status_and_second_start_refused(started):
     assert again.returncode != 0 and "a stack is already running" in again.stderr
 
 
+def _in_tmp(weed_pid: int, ports: set[str]) -> list[str]:
+    """What the weed process ``weed_pid`` has in /tmp or the temp dir (TMPDIR): glog files (named
+    ``weed.<host>.<user>.log.<LEVEL>.<time>.<pid>``) and sockets named after one of its ports."""
+    return sorted(str(p) for tmp in {Path("/tmp"), Path(tempfile.gettempdir())} for p in tmp.iterdir()
+                  if (p.name.startswith("weed.") and p.name.endswith(f".{weed_pid}"))
+                  or (p.name.startswith("seaweedfs-") and p.name.rsplit("-", 1)[-1].removesuffix(".sock") in ports))
+
+
 def test_stop_leaves_no_process(tmp_path_factory, started):
+    """Issue 9 finding 2: SeaweedFS keeps its logs and local sockets in the stack dir, and once the stack is
+    stopped nothing of it is left in /tmp (its gRPC sockets, at a fixed /tmp path, are removed by stop)."""
     stack_dir, _ = started
     state = stack.Stack.load(stack_dir)
     pids = set().union(*(_descendants(s.pid) for s in state.services))
+    s3 = next(s for s in state.services if s.name == "s3")
+    argv = Path(f"/proc/{s3.pid}/cmdline").read_bytes().decode().split("\0")
+    ports = {a.split("=", 1)[1] for a in argv if re.match(r"-[\w.]*port[\w.]*=\d+$", a)}
+    assert list((stack_dir / "logs" / "weed").glob(f"weed.*.log.INFO.*.{s3.pid}"))  # weed's own log files
+    assert {p.name for p in (stack_dir / "s3" / "sockets").iterdir()} >= {"s3.sock", "filer.sock"}
+    assert not [p for p in _in_tmp(s3.pid, ports) if "-grpc-" not in p]  # only the fixed-path gRPC sockets
     result = _cli(stack_dir, "stop")
     assert result.returncode == 0 and "stopped the stack" in result.stdout
     assert not any(_descendants(s.pid) for s in state.services), pids
     assert not (stack_dir / "stack.json").exists()
     assert _cli(stack_dir, "status").returncode == 1
+    assert _in_tmp(s3.pid, ports) == []

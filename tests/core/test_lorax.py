@@ -104,7 +104,8 @@ def test_pod_bootstrap_runs_the_script_from_its_environment(tmp_path):
     """The pod's command writes both files from the env and runs the script with the options."""
     script = 'echo "args: $*"; od -c "$(dirname "$0")/s3_upload.py" | head -1'
     done = subprocess.run([*lorax.POD_COMMAND, "--one", "--two=2 words"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "LORAX_BUILD_SH": script, "LORAX_S3_UPLOAD_PY": "print(1)"},
+                          env={"PATH": "/usr/bin:/bin", "LORAX_BUILD_SH": script, "LORAX_S3_UPLOAD_PY": "print(1)",
+                               "TMPDIR": str(tmp_path)},  # the bootstrap's mktemp -d: a pod's own /tmp
                           check=True, timeout=10)
     assert done.stdout.split() == ["args:", "--one", "--two=2", "words", "0000000", "p", "r", "i", "n", "t", "(",
                                    "1", ")", "\\n"]

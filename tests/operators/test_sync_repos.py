@@ -12,6 +12,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dev.buildsystem import BuildSystemServer
+from releng.core.gpg import agent_session, copy_home
 from releng.core.layout import ComposeLayout
 from releng.core.repo.primary import package_index
 from releng.core.repo.verify import verify_repo
@@ -233,8 +234,9 @@ def _other_keys(tmp_path: Path, names) -> Path:
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
     env = {"GNUPGHOME": str(gnupg), "PATH": "/usr/bin:/bin"}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Other <o@x.invalid>", "ed25519",
-                    "sign", "never"], check=True, capture_output=True, env=env)
+    with agent_session(gnupg):
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Other <o@x.invalid>", "ed25519",
+                        "sign", "never"], check=True, capture_output=True, env=env)
     key = subprocess.run(["gpg", "--batch", "--armor", "--export"], check=True, capture_output=True, env=env).stdout
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -271,9 +273,11 @@ def test_an_unsigned_package_fails_for_good(site, fixture_buildsystem, el9, tmp_
     subprocess.run(["rpmsign", "--delsign", str(repo / "Packages" / "libfoo-1.0-1.el9.x86_64.rpm")], check=True,
                    capture_output=True)
     subprocess.run(["createrepo_c", "--quiet", "--no-database", str(repo)], check=True)
-    subprocess.run(["gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", str(repo / "repodata/repomd.xml.asc"),
-                    str(repo / "repodata/repomd.xml")], check=True, capture_output=True,
-                   env={**os.environ, "GNUPGHOME": str(fixture_buildsystem.root / "gnupg")})
+    gnupg = copy_home(fixture_buildsystem.root / "gnupg", tmp_path / "gnupg")  # the shared fixture stays unused
+    with agent_session(gnupg):
+        subprocess.run(["gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o",
+                        str(repo / "repodata/repomd.xml.asc"), str(repo / "repodata/repomd.xml")], check=True,
+                       capture_output=True, env={**os.environ, "GNUPGHOME": str(gnupg)})
     server = BuildSystemServer(root).start()
     try:
         site.setenv("RELENG_PERIDOT_URL", f"{server.url}/v1/projects")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from releng.core.gpg import agent_session, copy_home
 from releng.core.layout import ReleaseTrees
 from releng.core.settings import settings
 
@@ -104,18 +105,18 @@ def tree_digest(root: Path, *, strict: bool = False) -> str:
 
 def fixture_signer(fixture, tmp_path: Path) -> tuple[Path, str]:
     """A private copy of the fixture key's GNUPGHOME and its fingerprint (the key that signed the repos)."""
-    home = tmp_path / "gnupg"
-    shutil.copytree(fixture.root / "gnupg", home, ignore=shutil.ignore_patterns("S.*", "*.lock"))
-    os.chmod(home, 0o700)
-    out = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"],
-                         capture_output=True, text=True, check=True).stdout
+    home = copy_home(fixture.root / "gnupg", tmp_path / "gnupg")
+    with agent_session(home):  # listing secret keys starts an agent
+        out = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"],
+                             capture_output=True, text=True, check=True).stdout
     return home, next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
 
 
 def sign_repomd(repo: Path, gnupghome: Path, fpr: str) -> None:
-    subprocess.run(["gpg", "--homedir", str(gnupghome), "--batch", "--yes", "--quiet", "--local-user", fpr,
-                    "--armor", "--detach-sign", "-o", str(repo / "repodata" / "repomd.xml.asc"),
-                    str(repo / "repodata" / "repomd.xml")], check=True, capture_output=True)
+    with agent_session(gnupghome):
+        subprocess.run(["gpg", "--homedir", str(gnupghome), "--batch", "--yes", "--quiet", "--local-user", fpr,
+                        "--armor", "--detach-sign", "-o", str(repo / "repodata" / "repomd.xml.asc"),
+                        str(repo / "repodata" / "repomd.xml")], check=True, capture_output=True)
 
 
 def build_rpm(workdir: Path, name: str, version: str, *, gnupghome: Path, fpr: str) -> Path:
@@ -141,9 +142,10 @@ def build_rpm(workdir: Path, name: str, version: str, *, gnupghome: Path, fpr: s
     subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", str(spec)], check=True,
                    capture_output=True)
     rpm = next((top / "RPMS" / "noarch").glob("*.rpm"))
-    subprocess.run(["rpmsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_name {fpr}", "--addsign",
-                    str(rpm)], check=True, capture_output=True, env={**os.environ, "GNUPGHOME": str(gnupghome)},
-                   stdin=subprocess.DEVNULL)
+    with agent_session(gnupghome):
+        subprocess.run(["rpmsign", "--define", "__gpg /usr/bin/gpg", "--define", f"_gpg_name {fpr}", "--addsign",
+                        str(rpm)], check=True, capture_output=True, env={**os.environ, "GNUPGHOME": str(gnupghome)},
+                       stdin=subprocess.DEVNULL)
     return rpm
 
 
@@ -161,11 +163,12 @@ def update_repo(repo: Path, rpms: list[Path], *, gnupghome: Path, fpr: str) -> N
 def new_release_key(home: Path) -> str:
     """A fresh ed25519 signing key in GnuPG home ``home`` (not the build system's); returns its fingerprint.
 
-    The caller stops its gpg-agent afterwards (``gpgconf --homedir HOME --kill all``).
+    The gpg-agent that makes the key is stopped before it returns.
     """
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(home), "--batch"]
-    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Release key (test) <release@releng.invalid>",
-                    "ed25519", "sign", "never"], check=True, capture_output=True)
+    with agent_session(home):
+        subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Release key (test) <release@releng.invalid>",
+                        "ed25519", "sign", "never"], check=True, capture_output=True)
     out = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True).stdout
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))

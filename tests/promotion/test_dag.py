@@ -19,6 +19,7 @@ import pytest
 
 from releng.core import dnf, filelist
 from releng.core.settings import settings
+from tests.notifytargets import smtp_server, webhook  # noqa: F401 (fixtures)
 from tests.promotion.conftest import build_rpm, fixture_signer, tree_digest, update_repo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,21 +108,33 @@ def dnf_packages(production_repo: Path, key: Path, work: Path) -> set[str]:
         subprocess.run(argv, check=True, capture_output=True)
     base = ["dnf", "-y", "-c", str(ws.config), f"--installroot={ws.installroot}", "--releasever=9",
             "--setopt=module_platform_id=platform:el9", "--forcearch=x86_64"]
-    out = subprocess.run([*base, "repoquery", "--repo=prod", "--qf", "%{name}-%{version}-%{release}.%{arch}"],
-                         capture_output=True, text=True)
+    try:
+        out = subprocess.run([*base, "repoquery", "--repo=prod", "--qf", "%{name}-%{version}-%{release}.%{arch}"],
+                             capture_output=True, text=True)
+        dest = work / "download"
+        got = subprocess.run([*base, "download", "--repo=prod", "--destdir", str(dest), "foo-data"],
+                             capture_output=True, text=True)
+    finally:
+        dnf.stop_gpg_agents(ws)  # the agent of dnf's key import (repo_gpgcheck) outlives dnf
     assert out.returncode == 0, out.stderr
-    dest = work / "download"
-    got = subprocess.run([*base, "download", "--repo=prod", "--destdir", str(dest), "foo-data"],
-                         capture_output=True, text=True)
     assert got.returncode == 0, got.stderr  # gpgcheck=1: the downloaded package's signature verified
     return {line for line in out.stdout.splitlines() if line.strip()}
 
 
 def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_buildsystem, tmp_path,
-                                                           monkeypatch):
+                                                           monkeypatch, smtp_server, webhook):  # noqa: F811
     home, fpr = fixture_signer(fixture_buildsystem, tmp_path)
     monkeypatch.setenv("RELENG_REPO_SIGNING_KEY", fpr)
     monkeypatch.setenv("RELENG_GNUPGHOME", str(home))
+    # notifications by mail and webhook; a hand-off command that notes each call
+    monkeypatch.setenv("RELENG_NOTIFY_EMAIL", "releng@example.org")
+    monkeypatch.setenv("RELENG_NOTIFY_APPROVERS_EMAIL", "approvers@example.org")
+    monkeypatch.setenv("RELENG_NOTIFY_WEBHOOK", webhook.url)
+    monkeypatch.setenv("RELENG_AIRFLOW_URL", "https://airflow.example.org")
+    calls = tmp_path / "handoff-calls"
+    monkeypatch.setenv("RELENG_MIRROR_HANDOFF_COMMAND",
+                       f"sh -c 'echo \"$RELENG_HANDOFF_RELEASE\" {{release}} {{production_dir}} >> {calls}; "
+                       "echo handed off'")
     dag = load_dag()
 
     # first promotion: the RC staging tree into an empty production
@@ -132,8 +145,17 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
     assert "not a respondent" in out["admin"][1]
     assert out.get("approver", (None,))[0] == 200, out
     assert dr.state == "success", states(dr)
-    assert all(states(dr)[t] == "success" for t in (APPROVAL, *PROMOTION_TASKS, "record_promotion"))
+    assert all(states(dr)[t] == "success" for t in (APPROVAL, *PROMOTION_TASKS, "mirror_handoff", "record_promotion"))
     assert tree_digest(staged.production) == tree_digest(staged.staging)
+    # the approvers were asked by mail, with the report and the link to the Required Actions page
+    first_run = dr.run_id
+    asked = [m for m in smtp_server.messages if m["X-Releng-Event"] == "approval_waiting"]
+    assert [m.envelope_to for m in asked] == [["approvers@example.org"]]
+    link = (f"https://airflow.example.org/dags/{DAG_ID}/runs/{quote(first_run, safe='')}/tasks/{APPROVAL}"
+            "/required_actions")
+    text = smtp_server.text(asked[0])
+    assert link in text and "Report digest" in text and "| repository | arch |" in text
+    assert webhook.by_event("approval_waiting")[0]["data"]["url"] == link
 
     # a general update lands in staging: foo-data 1.1 in AppStream x86_64, new signed repodata
     repo = staged.staging / "AppStream" / "x86_64" / "os"
@@ -170,6 +192,15 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
     assert audit[1]["phases"]["metadata"]["files"] >= 2
     assert audit[1]["phases"]["deletions"]["files"] >= 1  # the superseded repodata files
 
+    # the hand-off ran once per promotion, after the file lists, with the promoted release; release engineering
+    # heard of both promotions
+    assert calls.read_text().splitlines() == [f"el9 el9 {staged.production}"] * 2
+    assert audit[1]["mirror_handoff"]["command"]["attempts"] == 1
+    assert [m.envelope_to for m in smtp_server.messages if m["X-Releng-Event"] == "promotion_promoted"] == [
+        ["releng@example.org"]] * 2
+    assert webhook.events() == ["approval_waiting", "promotion_promoted"] * 2
+    assert webhook.by_event("promotion_promoted")[1]["data"]["digest"] == report["digest"]
+
 
     # dnf reads production and sees the new version next to the old one (update syncs keep old packages);
     # last, because librepo hard-links file:// packages into its download dir, which moves their ctime
@@ -177,11 +208,26 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
                         fixture_buildsystem.key_dir / el9.gpg_keys[0], tmp_path / "dnf")
     assert {"foo-data-1.0-1.el9.noarch", "foo-data-1.1-1.el9.noarch", "foo-app-2.1-3.el9.x86_64"} <= pkgs
 
-def test_reject_leaves_production_byte_identical(staged):
+def test_reject_leaves_production_byte_identical(staged, webhook, monkeypatch, tmp_path, capfd):  # noqa: F811
+    monkeypatch.setenv("RELENG_NOTIFY_WEBHOOK", webhook.url)
+    # the first promotion's mirror hand-off fails: the task fails, the promotion stands
+    monkeypatch.setenv("RELENG_MIRROR_HANDOFF_COMMAND", f"sh -c 'echo pushing {{release}}; echo x >> {tmp_path}/tries; "
+                                                        "echo mirror master unreachable >&2; exit 3'")
+    monkeypatch.setenv("RELENG_MIRROR_HANDOFF_ATTEMPTS", "2")
+    monkeypatch.setenv("RELENG_MIRROR_HANDOFF_RETRY_DELAY", "0")
     dag = load_dag()
     out: dict = {}
     respond("Approve", out).join(0)
-    assert dag.test(run_conf={"release": "el9", "rc": True}).state == "success"
+    dr = dag.test(run_conf={"release": "el9", "rc": True})
+    s = states(dr)
+    assert dr.state == "failed" and s["mirror_handoff"] == "failed", s
+    assert all(s[t] == "success" for t in (*PROMOTION_TASKS, "record_promotion")), s
+    assert tree_digest(staged.production) == tree_digest(staged.staging)  # production keeps the promotion
+    assert (tmp_path / "tries").read_text() == "x\nx\n"
+    log = capfd.readouterr().out
+    assert "| pushing el9" in log and "mirror hand-off failed 2 time(s)" in log and "exited 3" in log
+    assert audit_lines(staged)[-1]["outcome"] == "promoted" and audit_lines(staged)[-1]["mirror_handoff"] is None
+    assert webhook.events() == ["approval_waiting", "promotion_promoted"]
     (staged.staging / "isos" / "x86_64" / "CHECKSUM").write_text("changed\n")
     before = tree_digest(staged.category, strict=True)
 
@@ -194,6 +240,9 @@ def test_reject_leaves_production_byte_identical(staged):
     assert tree_digest(staged.category, strict=True) == before
     assert audit_lines(staged)[-1]["outcome"] == "rejected"
     assert audit_lines(staged)[-1]["decided_by"]["id"] == "approver"
+    assert s["mirror_handoff"] == "skipped" and (tmp_path / "tries").read_text() == "x\nx\n"  # no hand-off
+    assert webhook.events()[2:] == ["approval_waiting", "promotion_rejected"]
+    assert webhook.by_event("promotion_rejected")[0]["data"]["decided_by"] == "approver"
 
 
 def _expire_approval_as_the_scheduler_would(out: dict) -> threading.Thread:
@@ -285,6 +334,7 @@ def test_delete_bound_refuses_an_emptied_staging_tree_unless_allowed(staged):
     dr = dag.test(run_conf={"release": "el9", "rc": True, "allow_large_delete": True})
     assert out.get("approver", (None,))[0] == 200, out
     assert dr.state == "success", states(dr)
+    assert states(dr)["mirror_handoff"] == "skipped"  # no hand-off configured: skipped, the run succeeds
     assert tree_digest(staged.production) == tree_digest(staged.staging)
     assert list(staged.production.iterdir()) == []
     assert audit_lines(staged)[-1]["phases"]["deletions"]["files"] > 80

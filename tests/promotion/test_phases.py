@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -155,8 +157,12 @@ def run_phases(record: dict, phases: list[str], *, bwlimit: int = 0, kill_when=N
     """Run phases in a child process (its own process group, like a task); SIGKILL the group when asked."""
     path = Path(record["state_dir"]) / "promotions" / f"{record['run_id']}.json"
     path.write_text(json.dumps(record))
+    # A process killed mid-phase cannot remove its temporary directory; the child gets a TMPDIR of its own,
+    # removed here, so the kill this plays leaves nothing behind.
+    child_tmp = tempfile.mkdtemp(prefix="phase-child-")
     proc = subprocess.Popen([sys.executable, "-c", PHASE_SCRIPT, str(path), str(bwlimit), *phases],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": child_tmp})
     deadline = time.monotonic() + timeout
     killed = False
     try:
@@ -171,6 +177,7 @@ def run_phases(record: dict, phases: list[str], *, bwlimit: int = 0, kill_when=N
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(child_tmp, ignore_errors=True)
     out, err = proc.communicate()
     return killed, proc.returncode, out, err
 

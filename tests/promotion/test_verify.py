@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from releng.core.gpg import agent_session
 from releng.core.promotion.base import PromotionError
 from releng.core.promotion.change_report import make_report
 from releng.core.promotion.promote_phases import promote_phase
@@ -65,11 +66,12 @@ def test_signatures_must_exist_and_come_from_the_configured_key(tree, fixture_bu
     (tree / "BaseOS" / "x86_64" / "os" / "repodata" / "repomd.xml.asc").unlink()
     other_home = tmp_path / "other"
     other_home.mkdir(mode=0o700)
-    subprocess.run(["gpg", "--homedir", str(other_home), "--batch", "--passphrase", "", "--quick-gen-key",
-                    "Impostor <i@x.invalid>", "rsa2048", "sign", "never"], check=True, capture_output=True)
     repomd = tree / "AppStream" / "aarch64" / "os" / "repodata" / "repomd.xml"
-    subprocess.run(["gpg", "--homedir", str(other_home), "--batch", "--yes", "--armor", "--detach-sign", "-o",
-                    f"{repomd}.asc", str(repomd)], check=True, capture_output=True)
+    with agent_session(other_home):
+        subprocess.run(["gpg", "--homedir", str(other_home), "--batch", "--passphrase", "", "--quick-gen-key",
+                        "Impostor <i@x.invalid>", "rsa2048", "sign", "never"], check=True, capture_output=True)
+        subprocess.run(["gpg", "--homedir", str(other_home), "--batch", "--yes", "--armor", "--detach-sign", "-o",
+                        f"{repomd}.asc", str(repomd)], check=True, capture_output=True)
     problems = verify_tree(tree, signing_key=fpr, gnupghome=home).problems()
     assert len(problems) == 2, problems
     assert any("BaseOS/x86_64/os/repodata/repomd.xml.asc: missing; signing is on" in p for p in problems)

@@ -19,6 +19,7 @@ import yaml
 
 from dev import buildsystem
 from releng.core import dnf
+from releng.core.gpg import agent_session, ignore_sockets
 from releng.core.repo.primary import iter_packages
 from releng.core.repo.repomd import read_repomd, tree_path
 from releng.core.repo.signatures import dearmor, gpgv_argv
@@ -68,8 +69,8 @@ def updates_site(site, fixture_buildsystem, el9, tmp_path, monkeypatch):
     profile, and the staging release directory holding what the build system has now (as full_compose
     would have staged it: the build system's repodata and signature)."""
     root = tmp_path / "buildsystem"
-    # a gpg-agent another test started in the fixture's GNUPGHOME leaves sockets there, which cannot be copied
-    shutil.copytree(fixture_buildsystem.root, root, symlinks=True, ignore=shutil.ignore_patterns("S.gpg-agent*"))
+    # Sockets cannot be copied (ENXIO): a gpg-agent's in the fixture's GnuPG home, live or left by a killed run.
+    shutil.copytree(fixture_buildsystem.root, root, symlinks=True, ignore=ignore_sockets)
     server = buildsystem.BuildSystemServer(root).start()
     config_dir = tmp_path / "releases"
     config_dir.mkdir()
@@ -96,7 +97,6 @@ def updates_site(site, fixture_buildsystem, el9, tmp_path, monkeypatch):
     yield result
     server.shutdown()
     server.server_close()
-    subprocess.run(["gpgconf", "--homedir", str(tmp_path / "site-signing"), "--kill", "all"], check=False)
 
 
 def _run(conf: dict):
@@ -132,9 +132,10 @@ def _metadata_files(tree: Path) -> dict[str, bytes]:
 
 def _gen_signing_key(home: Path) -> str:
     home.mkdir(mode=0o700)
-    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
-                    "Staging repo key (test) <staging@releng.invalid>", "rsa2048", "sign", "never"],
-                   check=True, capture_output=True)
+    with agent_session(home):
+        subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                        "Staging repo key (test) <staging@releng.invalid>", "rsa2048", "sign", "never"],
+                       check=True, capture_output=True)
     out = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-keys"],
                          check=True, capture_output=True, text=True).stdout
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
@@ -195,8 +196,11 @@ def _dnf_latest(site: Site, tmp_path: Path, *, signed_with: Path | None) -> tupl
         subprocess.run(argv, check=True, capture_output=True, env=env)
     base = ["dnf", "-q", "-y", "--noplugins", "-c", str(ws.config), f"--installroot={ws.installroot}",
             "--releasever=9", "--setopt=module_platform_id=platform:el9", "repoquery", "--qf", "%{name}-%{evr}"]
-    latest = subprocess.run([*base, "--latest-limit=1", "foo-app"], capture_output=True, text=True, env=env)
-    every = subprocess.run([*base, "--showduplicates", "foo-app"], capture_output=True, text=True, env=env)
+    try:
+        latest = subprocess.run([*base, "--latest-limit=1", "foo-app"], capture_output=True, text=True, env=env)
+        every = subprocess.run([*base, "--showduplicates", "foo-app"], capture_output=True, text=True, env=env)
+    finally:
+        dnf.stop_gpg_agents(ws)  # the agent of dnf's key import (repo_gpgcheck) outlives dnf
     assert latest.returncode == 0 and every.returncode == 0, latest.stderr + every.stderr
     return latest.stdout.strip(), every.stdout.strip()
 

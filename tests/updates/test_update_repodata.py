@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from releng.core.gpg import agent_session
 from releng.core.repo.primary import iter_packages
 from releng.core.repo.repomd import read_repomd, tree_path
 from releng.core.repo.verify import verify_repo
@@ -309,8 +310,9 @@ def test_regenerating_unchanged_input_publishes_nothing(el9, trees, tmp_path):
 
 def _signing_key(home: Path, name: str = "Test repo key") -> str:
     home.mkdir(mode=0o700, exist_ok=True)
-    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
-                    f"{name} <repo@releng.invalid>", "rsa2048", "sign", "never"], check=True, capture_output=True)
+    with agent_session(home):
+        subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                        f"{name} <repo@releng.invalid>", "rsa2048", "sign", "never"], check=True, capture_output=True)
     out = subprocess.run(["gpg", "--homedir", str(home), "--with-colons", "--list-keys", name], check=True,
                          capture_output=True, text=True).stdout
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releng.core.arches import COMPATIBLE_ARCHES
+from releng.core.gpg import stop_agents
 
 REPO_KINDS = ("os", "debug", "source")
 
@@ -59,11 +60,28 @@ class DnfWorkspace:
 
 
 def fresh_workspace(path: Path) -> DnfWorkspace:
-    """An empty private dnf workspace at ``path`` (a retry never sees an earlier attempt's cache or rpmdb)."""
+    """An empty private dnf workspace at ``path`` (a retry never sees an earlier attempt's cache or rpmdb).
+
+    An earlier attempt killed before it stopped its gpg-agents has them stopped first, so none is left
+    running with its home deleted."""
     if path.exists():
+        stop_gpg_agents(DnfWorkspace(path))
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return DnfWorkspace(path)
+
+
+def pubrings(ws: DnfWorkspace) -> list[Path]:
+    """The GnuPG homes dnf made in the workspace's cache (``<cachedir>/<repo>-<hash>/pubring``): with
+    ``repo_gpgcheck`` dnf imports each repo's keys there through gpg, which starts a gpg-agent in each."""
+    cache = ws.installroot / ws.cachedir.relative_to("/")
+    return sorted(p for p in cache.glob("*/pubring") if p.is_dir())
+
+
+def stop_gpg_agents(ws: DnfWorkspace) -> list[int]:
+    """Stop the gpg-agents dnf started in the workspace's keyrings (dnf leaves them running when it exits);
+    the pids of those that were running."""
+    return [pid for home in pubrings(ws) if (pid := stop_agents(home)) is not None]
 
 
 def dnf_env() -> dict[str, str]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -50,6 +52,26 @@ class Settings:
     promotion_max_delete: float
     approval_timeout_hours: float
     extra_files_git: str
+    notify_email: tuple[str, ...]
+    notify_approvers_email: tuple[str, ...]
+    notify_webhook: str
+    notify_from: str
+    smtp_conn_id: str
+    airflow_url: str
+    compose_deadline_hours: float | None
+    approval_reminder_hours: float | None
+    mirror_handoff_command: str
+    mirror_handoff_url: str
+    mirror_handoff_attempts: int
+    mirror_handoff_retry_delay: float
+    download_url: str
+    torrent_trackers: tuple[str, ...]
+    torrent_piece_size: int | None
+
+    @property
+    def mirror_handoff_argv(self) -> tuple[str, ...]:
+        """RELENG_MIRROR_HANDOFF_COMMAND split like a shell would (no shell runs it); () when unset."""
+        return tuple(shlex.split(self.mirror_handoff_command))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +110,19 @@ class Settings:
         timeout = _number(get, "RELENG_APPROVAL_TIMEOUT_HOURS", 0.01, 24 * 30, "hours, e.g. 24")
         gnupghome = get("RELENG_GNUPGHOME")
         roots = _tree_roots(get)
+        compose_deadline = _optional_hours(get, "RELENG_COMPOSE_DEADLINE_HOURS", 24 * 30,
+                                           "hours after a full_compose run is queued, e.g. 12")
+        reminder = _optional_hours(get, "RELENG_APPROVAL_REMINDER_HOURS", 24 * 30,
+                                   "hours before RELENG_APPROVAL_TIMEOUT_HOURS runs out, e.g. 4")
+        if reminder is not None and reminder >= timeout:
+            raise SettingsError(
+                f"RELENG_APPROVAL_REMINDER_HOURS={get('RELENG_APPROVAL_REMINDER_HOURS')!r} is not less than "
+                f"RELENG_APPROVAL_TIMEOUT_HOURS={get('RELENG_APPROVAL_TIMEOUT_HOURS')!r}: the reminder would come "
+                "when the approval has already timed out; set it to fewer hours than the timeout, or leave it empty")
+        attempts = _number(get, "RELENG_MIRROR_HANDOFF_ATTEMPTS", 1, 20, "a whole number of attempts, e.g. 3")
+        if attempts != int(attempts):
+            raise SettingsError(f"RELENG_MIRROR_HANDOFF_ATTEMPTS={get('RELENG_MIRROR_HANDOFF_ATTEMPTS')!r} is not a "
+                                "whole number; a whole number of attempts, e.g. 3")
         return cls(
             config_dir=Path(get("RELENG_CONFIG_DIR")),
             compose_root=roots["RELENG_COMPOSE_ROOT"],
@@ -112,6 +147,25 @@ class Settings:
             promotion_max_delete=max_delete,
             approval_timeout_hours=timeout,
             extra_files_git=get("RELENG_EXTRA_FILES_GIT"),
+            notify_email=_addresses(get, "RELENG_NOTIFY_EMAIL"),
+            notify_approvers_email=_addresses(get, "RELENG_NOTIFY_APPROVERS_EMAIL"),
+            notify_webhook=_http_url(get, "RELENG_NOTIFY_WEBHOOK", "the URL that receives the notifications as "
+                                     "JSON POSTs, e.g. https://chat.example.org/hooks/releng"),
+            notify_from=_one_address(get, "RELENG_NOTIFY_FROM"),
+            smtp_conn_id=get("RELENG_SMTP_CONN_ID"),
+            airflow_url=_http_url(get, "RELENG_AIRFLOW_URL", "the address people open the Airflow UI at, e.g. "
+                                  "https://airflow.example.org").rstrip("/"),
+            compose_deadline_hours=compose_deadline,
+            approval_reminder_hours=reminder,
+            mirror_handoff_command=_handoff_command(get),
+            mirror_handoff_url=_http_url(get, "RELENG_MIRROR_HANDOFF_URL", "the URL the hand-off POSTs the "
+                                         "promoted release to, e.g. https://mirrormanager.example.org/api/push"),
+            mirror_handoff_attempts=int(attempts),
+            mirror_handoff_retry_delay=_number(get, "RELENG_MIRROR_HANDOFF_RETRY_DELAY", 0, 3600,
+                                               "seconds between hand-off attempts, e.g. 60"),
+            download_url=_download_url(get),
+            torrent_trackers=_trackers(get),
+            torrent_piece_size=_piece_size(get),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -190,6 +244,133 @@ def _release_names(get: Callable[[str], str], name: str, *, at_most_one: bool = 
     return names
 
 
+# The placeholders RELENG_MIRROR_HANDOFF_COMMAND may use; the same values are in the command's environment.
+HANDOFF_PLACEHOLDERS = ("release", "production_dir", "staging_dir", "category", "run_id", "digest")
+
+
+def _handoff_command(get: Callable[[str], str]) -> str:
+    """The hand-off command line, checked: it splits like a shell line and names only known placeholders."""
+    name, raw = "RELENG_MIRROR_HANDOFF_COMMAND", get("RELENG_MIRROR_HANDOFF_COMMAND")
+    hint = (f"set it to a command line such as '/usr/local/bin/push-mirrors --release {{release}}'; placeholders: "
+            f"{', '.join('{' + p + '}' for p in HANDOFF_PLACEHOLDERS)}")
+    try:
+        argv = shlex.split(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} does not split into words ({exc}); {hint}") from None
+    for word in argv:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(word) if f is not None]
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r}: {word!r} has a stray brace ({exc}); write a literal brace as "
+                                f"'{{{{' or '}}}}'; {hint}") from None
+        unknown = [f for f in fields if f not in HANDOFF_PLACEHOLDERS]
+        if unknown:
+            raise SettingsError(f"{name}={raw!r} names unknown placeholder(s) {', '.join(map(repr, unknown))}; "
+                                f"{hint}")
+    return raw
+
+
+def _addresses(get: Callable[[str], str], name: str) -> tuple[str, ...]:
+    """E-mail addresses, comma-separated; () when the variable is empty."""
+    raw = get(name)
+    names = tuple(a.strip() for a in raw.split(",") if a.strip())
+    bad = [a for a in names if a.count("@") != 1 or any(c.isspace() for c in a) or a.startswith("@")
+           or a.endswith("@")]
+    if bad:
+        raise SettingsError(f"{name}={raw!r}: {', '.join(map(repr, bad))} is not an e-mail address; set it to "
+                            "addresses separated by commas, e.g. 'releng@example.org,ops@example.org', or nothing")
+    return names
+
+
+def _one_address(get: Callable[[str], str], name: str) -> str:
+    found = _addresses(get, name)
+    if len(found) > 1:
+        raise SettingsError(f"{name}={get(name)!r} names {len(found)} addresses; set it to the one sender address, "
+                            "e.g. 'releng@example.org', or nothing for the SMTP connection's from_email")
+    return found[0] if found else ""
+
+
+def _http_url(get: Callable[[str], str], name: str, what: str) -> str:
+    """An http(s) URL, or '' when the variable is empty."""
+    raw = get(name)
+    if raw and (not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1].strip("/")) == 0
+                or any(c.isspace() for c in raw)):
+        raise SettingsError(f"{name}={raw!r} is not an http(s) URL; set it to {what}, or leave it empty")
+    return raw
+
+
+def _optional_hours(get: Callable[[str], str], name: str, high: float, hint: str) -> float | None:
+    """Hours, more than 0; None when the variable is empty (no such deadline)."""
+    if not get(name):
+        return None
+    value = _number(get, name, 0, high, hint + ", or leave it empty for none")
+    if value <= 0:
+        raise SettingsError(f"{name}={get(name)!r} is not more than 0; {hint}, or leave it empty for none")
+    return value
+
+
+def _download_url(get: Callable[[str], str]) -> str:
+    """RELENG_DOWNLOAD_URL: required, an http(s) URL without a trailing slash."""
+    name = "RELENG_DOWNLOAD_URL"
+    what = (f"the URL that serves RELENG_PRODUCTION_ROOT/mirror (the torrents' web seeds), e.g. "
+            f"{DEFAULTS[name]}")
+    if not get(name).strip("/"):
+        raise SettingsError(f"{name}={get(name)!r} is empty; set it to {what}")
+    url = _http_url(get, name, what)
+    if any(c in url for c in "?#"):
+        raise SettingsError(f"{name}={url!r} has a query or fragment, which a file path cannot follow; set it to "
+                            f"{what}")
+    return url.rstrip("/")
+
+
+TRACKER_SCHEMES = ("http://", "https://", "udp://")
+
+
+def _trackers(get: Callable[[str], str]) -> tuple[str, ...]:
+    """RELENG_TORRENT_TRACKERS: announce URLs, comma-separated, each once; () for trackerless torrents."""
+    name, raw = "RELENG_TORRENT_TRACKERS", get("RELENG_TORRENT_TRACKERS")
+    hint = ("set it to announce URLs separated by commas, e.g. 'udp://tracker.example.org:1337/announce,"
+            "https://tracker.example.org/announce', or nothing for trackerless torrents (web seed, DHT and peer "
+            "exchange)")
+    urls = tuple(u.strip() for u in raw.split(",") if u.strip())
+    for url in urls:
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        host = rest.split("/", 1)[0]
+        if not url.startswith(TRACKER_SCHEMES) or not host or any(c.isspace() for c in url):
+            raise SettingsError(f"{name}={raw!r}: {url!r} is not an http, https or udp announce URL; {hint}")
+        if url.startswith("udp://") and not host.rpartition(":")[2].isdigit():
+            raise SettingsError(f"{name}={raw!r}: {url!r} has no port; a UDP tracker needs one "
+                                f"(udp://host:port/announce); {hint}")
+    twice = sorted({u for u in urls if urls.count(u) > 1})
+    if twice:
+        raise SettingsError(f"{name}={raw!r} names {', '.join(twice)} more than once; list each tracker once")
+    return urls
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2}
+PIECE_SIZE_MIN = 16 * 1024
+PIECE_SIZE_MAX = 16 * 1024 * 1024
+
+
+def _piece_size(get: Callable[[str], str]) -> int | None:
+    """RELENG_TORRENT_PIECE_SIZE: a power of two from 16 KiB to 16 MiB (``4MiB``, ``256KiB``, ``4194304``);
+    None (empty) for a size chosen from each image's size."""
+    name, raw = "RELENG_TORRENT_PIECE_SIZE", get("RELENG_TORRENT_PIECE_SIZE")
+    hint = ("set it to a power of two from 16KiB to 16MiB, e.g. '4MiB' or '262144', or leave it empty for a size "
+            "chosen per image (512 to 2048 pieces)")
+    if not raw:
+        return None
+    text = raw.replace(" ", "").lower()
+    digits = text.rstrip("kmib")
+    unit = text[len(digits):]
+    if not digits.isdigit() or unit not in _SIZE_UNITS:
+        raise SettingsError(f"{name}={raw!r} is not a size; {hint}")
+    size = int(digits) * _SIZE_UNITS[unit]
+    if size & (size - 1) or not PIECE_SIZE_MIN <= size <= PIECE_SIZE_MAX:
+        raise SettingsError(f"{name}={raw!r} ({size} bytes) is not a power of two from 16 KiB to 16 MiB; {hint}")
+    return size
+
+
 def _number(get, name: str, low: float, high: float, hint: str) -> float:
     raw = get(name)
     try:
@@ -234,6 +415,29 @@ DEFAULTS: dict[str, str] = {
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
     # Empty: the profiles' extra_files.git_repo. Otherwise a mirror of it (same branches and paths).
     "RELENG_EXTRA_FILES_GIT": "",
+    # Notifications: empty targets send nothing. Mail goes through the Airflow SMTP connection RELENG_SMTP_CONN_ID;
+    # an empty RELENG_NOTIFY_FROM takes the connection's from_email.
+    "RELENG_NOTIFY_EMAIL": "",
+    "RELENG_NOTIFY_APPROVERS_EMAIL": "",
+    "RELENG_NOTIFY_WEBHOOK": "",
+    "RELENG_NOTIFY_FROM": "",
+    "RELENG_SMTP_CONN_ID": "releng_smtp",
+    # Empty: Airflow's [api] base_url, for the links in notifications.
+    "RELENG_AIRFLOW_URL": "",
+    # Empty: no deadline alert.
+    "RELENG_COMPOSE_DEADLINE_HOURS": "",
+    "RELENG_APPROVAL_REMINDER_HOURS": "",
+    # Empty command and URL: promote_to_production's mirror_handoff is skipped.
+    "RELENG_MIRROR_HANDOFF_COMMAND": "",
+    "RELENG_MIRROR_HANDOFF_URL": "",
+    "RELENG_MIRROR_HANDOFF_ATTEMPTS": "3",
+    "RELENG_MIRROR_HANDOFF_RETRY_DELAY": "60",
+    # The URL RELENG_PRODUCTION_ROOT/mirror is served at: torrents' web seeds are <this>/pub/<short>/<X.Y>/...
+    "RELENG_DOWNLOAD_URL": "https://download.rockylinux.org",
+    # Empty: trackerless torrents (web seed, DHT and peer exchange find the data).
+    "RELENG_TORRENT_TRACKERS": "",
+    # Empty: the piece size is chosen per image from its size.
+    "RELENG_TORRENT_PIECE_SIZE": "",
 }
 
 

@@ -19,6 +19,8 @@ from releng.core.compose.deploy_extra_files import ExtraFilesError, deploy_extra
 from releng.core.compose.prepare_compose import ComposeSummary
 from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.settings import settings
+from releng.core.staging.signing import SigningError
+from releng.core.torrents import TorrentSettings
 from releng.operators.common import SummaryOperator, WorkListOperator, load_release
 from releng.operators.staging import require_lease
 
@@ -127,8 +129,17 @@ def repoclosure_kwargs(item: dict) -> dict:
             "compose_dir": str(layout.compose), "work_dir": str(layout.work / "repoclosure")}
 
 
+def distribution() -> finalize_compose.Distribution:
+    """Torrents and CHECKSUM signing as the site settings say."""
+    s = settings()
+    return finalize_compose.Distribution(
+        TorrentSettings(s.download_url, s.torrent_trackers, s.torrent_piece_size),
+        s.repo_signing_key, s.gnupghome)
+
+
 class FinalizeComposeOperator(SummaryOperator):
-    """finalize_compose: STATUS from the run's task states, ISOs and images published, metadata written.
+    """finalize_compose: STATUS from the run's task states, ISOs and images published with their torrents and
+    CHECKSUM files (clear-signed with ``RELENG_REPO_SIGNING_KEY`` when set), metadata written.
 
     Runs with ``trigger_rule=all_done`` directly downstream of every work task; the rules are
     ``releng.core.compose.finalize_compose``. Refusing (a watched task has not ended) or a DOOMED compose
@@ -158,16 +169,32 @@ class FinalizeComposeOperator(SummaryOperator):
         states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})
         try:
             result = finalize_compose.finalize_compose(layout, summary, states, self.watched, self.deliverables,
-                                                       self.log)
-        except finalize_compose.ComposeNotEnded as exc:
+                                                       self.log, distribution())
+        except (finalize_compose.ComposeNotEnded, SigningError) as exc:
             raise AirflowFailException(f"compose {layout.compose_id}: {exc}") from None
         except finalize_compose.ComposeDoomed as exc:
+            self._tell(context, layout, run_id, "DOOMED", [str(exc)])
             raise AirflowFailException(str(exc)) from exc.__cause__
         if result.failed_optional:
             self.log.warning("compose %s is FINISHED_INCOMPLETE; optional deliverables failed: %s",
                              layout.compose_id, ", ".join(result.failed_optional))
+            self._tell(context, layout, run_id, result.status, list(result.failed_optional))
         self.log.info("compose %s %s; %s -> %s", layout.compose_id, result.status, layout.latest_link, layout.top.name)
         return result.to_xcom()
+
+    def _tell(self, context: Context, layout: ComposeLayout, run_id: str, status: str, failed: list[str]) -> None:
+        """Release engineering hears of a DOOMED or FINISHED_INCOMPLETE compose (never fails this task)."""
+        from releng.core import notify
+        from releng.notifiers import airflow_url, send
+
+        try:
+            url = notify.run_url(airflow_url(settings()), self.dag_id, run_id)
+            message = notify.compose_ended(layout.compose_id, status, str(layout.top), failed, url,
+                                           layout.profile.name)
+        except Exception as exc:
+            self.log.warning("compose notification not built: %s: %s", type(exc).__name__, exc)
+            return
+        send(message, context, self.log)
 
 
 class SyncToStagingOperator(SummaryOperator):

@@ -19,14 +19,24 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
+from releng.core import notify
 from releng.core.profile import ProfileError
-from releng.core.promotion import approval, change_report, promote_phases, render, update_file_lists, verify_production
+from releng.core.promotion import (
+    approval,
+    change_report,
+    mirror_handoff,
+    promote_phases,
+    render,
+    update_file_lists,
+    verify_production,
+)
 from releng.core.promotion.base import PromotionError
 from releng.core.promotion.target import PromotionTarget, state_dir
 from releng.core.repo.repomd import RepoError
 from releng.core.rsync import PHASES
 from releng.core.settings import Settings, settings
 from releng.core.staging import lease
+from releng.notifiers import airflow_url, send
 from releng.operators.staging import acquire, require_lease, run_of
 
 DECISION_KEY = "decision"
@@ -100,7 +110,8 @@ class PromotionReportOperator(BaseOperator):
         """Wait (up to ``lease_wait`` seconds) for the staging lease; the wait is logged once a minute."""
         deadline, next_note = time.monotonic() + self.lease_wait, 0.0
         while True:
-            attempt = acquire(context, "promotion: from its change report to its last phase", self.log)
+            attempt = acquire(context, "promotion: from its change report to its last phase", self.log,
+                              settings().staging_root)
             if attempt.acquired:
                 self.log.info("staging lease held by this run until record_promotion")
                 return
@@ -172,12 +183,16 @@ class _AfterApprovalOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict:
         cfg = settings()
-        if self.step_name() in PHASES:  # the phases read staging
-            require_lease(context, context["task"].task_id)
+        action = self.action(cfg)
+        if self.step_name() in PHASES:  # the phases read staging: after the approval check, the lease
+            step = action
+
+            def action(record: dict) -> dict:
+                require_lease(context, context["task"].task_id, cfg.staging_root)
+                return step(record)
         try:
             return approval.approved_step(state_dir(cfg), context["run_id"], cfg.approvers, self.step_name(),
-                                          self.action(cfg), dag_id=context["dag"].dag_id,
-                                          task_id=context["task"].task_id)
+                                          action, dag_id=context["dag"].dag_id, task_id=context["task"].task_id)
         except approval.PromotionRefused as exc:
             raise AirflowFailException(f"refused: {exc}") from None
         except PromotionError as exc:
@@ -250,9 +265,43 @@ class RecordPromotionOperator(BaseOperator):
         user = (entry["decided_by"] or {}).get("id")
         self.log.info("audit: %s by %s (%s)%s", entry["outcome"], user or "nobody", entry["digest"],
                       "" if appended else "; already in the log")
+        if appended:  # a rerun of the teardown tells nobody twice
+            url = notify.run_url(airflow_url(settings()), context["dag"].dag_id, context["run_id"])
+            send(notify.promotion_ended(entry, url), context, self.log)
         return {"outcome": entry["outcome"], "decided_by": user, "digest": entry["digest"]}
 
     def _release_staging(self, context: Context) -> None:
         dag_id, run_id = run_of(context)
         after = lease.release(settings().staging_root, dag_id, run_id)
         self.log.info("staging lease released" if after is None else f"staging lease is held by {after.describe()}")
+
+
+class MirrorHandoffOperator(BaseOperator):
+    """Hand the promoted release to the mirror system: RELENG_MIRROR_HANDOFF_COMMAND and/or _URL, with retries.
+
+    Runs only for this run's approved promotion once every phase, the verification and the file lists finished
+    (``releng.core.promotion.mirror_handoff``); skipped, saying so, when no hand-off is configured. The command's
+    output goes to the task log. A failure fails this task only: production keeps what the promotion wrote. The
+    result is kept as a step file and appears in the run's audit entry.
+    """
+
+    def execute(self, context: Context) -> dict:
+        cfg = settings()
+        if not cfg.mirror_handoff_argv and not cfg.mirror_handoff_url:
+            raise AirflowSkipException("no mirror hand-off configured (RELENG_MIRROR_HANDOFF_COMMAND and "
+                                       "RELENG_MIRROR_HANDOFF_URL are empty); mirrors pick the release up on their "
+                                       "own schedule")
+        state, run_id = state_dir(cfg), context["run_id"]
+        try:
+            record, steps = mirror_handoff.promoted_record(state, run_id, cfg.approvers,
+                                                           dag_id=context["dag"].dag_id, task_id=self.task_id)
+            result = mirror_handoff.mirror_handoff(
+                record, steps, command=cfg.mirror_handoff_argv, url=cfg.mirror_handoff_url,
+                attempts=cfg.mirror_handoff_attempts, retry_delay=cfg.mirror_handoff_retry_delay, log=self.log)
+        except approval.PromotionRefused as exc:
+            raise AirflowFailException(f"refused: {exc}") from None
+        except PromotionError as exc:
+            raise AirflowFailException(str(exc)) from None
+        approval.save_step(state, run_id, record["digest"], mirror_handoff.HANDOFF_STEP, result)
+        self.log.info("mirror hand-off of %s (%s) done", record["release"], record["production_dir"])
+        return result

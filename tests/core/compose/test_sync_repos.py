@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
+from releng.core import dnf
 from releng.core.compose.sync_repos import SyncError, SyncRefused, SyncResult, sync_repo
 from releng.hooks.buildsystem import BuildSystemError, BuildSystemHook
+from tests import leakcheck
 
 
 class CountingSource:
@@ -60,3 +64,34 @@ def test_refusals_and_retriable_failures_are_told_apart(el9, fixture_buildsystem
         sync_repo(el9, "BaseOS", "x86_64", "iso", dest=tmp_path / "d", work_dir=tmp_path / "w",
                   key_dir=fixture_buildsystem.key_dir, source=source)
     assert issubclass(SyncRefused, SyncError)
+
+
+def test_no_gpg_agent_outlives_a_sync(el9, fixture_buildsystem, source, build_faults, tmp_path):
+    """Issue 9 finding 2: dnf's key import (repo_gpgcheck) starts a gpg-agent in the workspace's keyring that
+    outlives dnf; sync_repo stops it, whether the sync succeeds or fails, and leaves nothing using its dirs."""
+    result, lines = _sync(el9, fixture_buildsystem, source, tmp_path, "ok")
+    assert result.packages == 2
+    assert any("stopped the gpg-agent dnf started" in line for line in lines)
+    assert leakcheck.using([tmp_path]) == []
+    build_faults({f"/_blobs/v1/projects/{el9.project_id}/repo/hashed-AppStream/x86_64/Packages/": 500})
+    with pytest.raises(SyncError, match="package download"):
+        _sync(el9, fixture_buildsystem, source, tmp_path, "failed")
+    assert leakcheck.using([tmp_path]) == []
+
+
+def test_a_retry_stops_the_agent_an_earlier_attempt_left(el9, fixture_buildsystem, source, tmp_path):
+    """A worker killed mid-sync leaves dnf's agent and workspace; the retry's fresh workspace stops that agent
+    before it removes the keyring it runs in."""
+    work = tmp_path / "work"
+    ws = dnf.fresh_workspace(work / "reposync-AppStream-x86_64-os")
+    keys = [fixture_buildsystem.key_dir / k for k in el9.gpg_keys]
+    url = source.repo_url(el9.project_id, "AppStream", "x86_64", "os", hashed=True)
+    ws.config.write_text(dnf.dnf_config(ws, [dnf.DnfRepo("AppStream-x86_64-os", url)], keys))
+    subprocess.run(dnf.rpm_initdb_argv(ws), check=True, capture_output=True)
+    subprocess.run(dnf.reposync_argv(ws, "AppStream-x86_64-os", tmp_path / "partial", major=el9.major,
+                                     disttag=el9.disttag, gpgcheck=False), check=True, capture_output=True)
+    left = leakcheck.using([work])
+    assert [p.name for p, _why in left] == ["gpg-agent"], left  # what the killed attempt leaves behind
+    sync_repo(el9, "AppStream", "x86_64", "os", dest=tmp_path / "os", work_dir=work,
+              key_dir=fixture_buildsystem.key_dir, source=source, hashed=True, log=lambda _line: None)
+    assert leakcheck.using([tmp_path]) == []

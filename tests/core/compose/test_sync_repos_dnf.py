@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from releng.core import dnf
+from releng.core.gpg import agent_session
 from releng.core.settings import Settings
 from releng.hooks.buildsystem import BuildSystemHook
 
@@ -31,8 +32,11 @@ def _reposync(settings: Settings, profile, repo: str, arch: str, kind: str, dest
     ws.config.write_text(dnf.dnf_config(ws, [dnf.DnfRepo(repoid, url)], keys))
     for argv in [dnf.rpm_initdb_argv(ws), *(dnf.rpm_import_argv(ws, k) for k in keys if k.exists())]:
         subprocess.run(argv, check=True, capture_output=True)
-    return subprocess.run(dnf.reposync_argv(ws, repoid, dest, major=profile.major, disttag=profile.disttag),
-                          capture_output=True, text=True)
+    try:
+        return subprocess.run(dnf.reposync_argv(ws, repoid, dest, major=profile.major, disttag=profile.disttag),
+                              capture_output=True, text=True)
+    finally:
+        dnf.stop_gpg_agents(ws)  # as sync_repo does: dnf leaves the agent of its key import running
 
 
 @pytest.mark.parametrize("repo,arch,kind", [("AppStream", "aarch64", "os"), ("BaseOS", "x86_64", "debug"),
@@ -58,8 +62,9 @@ def test_reposync_with_the_wrong_key_fails(buildsystem_server, fixture_buildsyst
     gnupg = tmp_path / "gnupg"
     gnupg.mkdir(mode=0o700)
     env = {"GNUPGHOME": str(gnupg), "PATH": "/usr/bin:/bin"}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Other <o@x.invalid>", "rsa2048",
-                    "sign", "never"], check=True, capture_output=True, env=env)
+    with agent_session(gnupg):
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Other <o@x.invalid>", "rsa2048",
+                        "sign", "never"], check=True, capture_output=True, env=env)
     other.mkdir()
     for name in el9.gpg_keys:
         (other / name).write_bytes(subprocess.run(["gpg", "--batch", "--armor", "--export"], check=True,

@@ -209,6 +209,21 @@ def sync_repo(profile: ReleaseProfile, repo: str, arch: str, kind: str, *, dest:
     started = time.monotonic()
     job = _prepare(profile, repo, arch, kind, Path(dest), Path(work_dir), key_dir, source, hashed, delete,
                    Path(previous) if previous else None, log, warn or log, on_start)
+    try:
+        result = _sync(job, source, repo, arch, kind, progress_interval, started)
+    finally:
+        stopped = dnf.stop_gpg_agents(job.ws)  # dnf's key import starts one per repo; it outlives dnf
+        if stopped:
+            log(f"{job.label}: stopped the gpg-agent dnf started for the repo's keys (pid "
+                f"{', '.join(map(str, stopped))})")
+    shutil.rmtree(job.ws.root, ignore_errors=True)
+    return result
+
+
+def _sync(job: _Job, source: RepoSource, repo: str, arch: str, kind: str, progress_interval: float,
+          started: float) -> SyncResult:
+    """The sync proper: dnf (or the unchanged reference), verification, signatures, linking."""
+    log = job.log
     log(f"{job.label}: syncing {job.url} into {job.dest}"
         + (f" (linking from {job.previous})" if job.previous else ""))
     downloads: list[int] = []
@@ -225,7 +240,7 @@ def sync_repo(profile: ReleaseProfile, repo: str, arch: str, kind: str, *, dest:
     _check_signatures(job)
     for stale in stale_metadata(job.dest):
         stale.unlink()
-    if report.extra and delete:
+    if report.extra and job.delete:
         for rel in report.extra:
             (job.dest / rel).unlink()
         log(f"{job.label}: removed {len(report.extra)} files upstream no longer lists")
@@ -242,7 +257,6 @@ def sync_repo(profile: ReleaseProfile, repo: str, arch: str, kind: str, *, dest:
         f"{len(downloads)} downloaded (about {human_bytes(sum(downloads))}, "
         f"{human_bytes(sum(downloads) / max(seconds, 1e-6))}/s), {linked} hard-linked from the previous compose; "
         f"verified and signature-checked; {seconds:.1f}s in all")
-    shutil.rmtree(job.ws.root, ignore_errors=True)
     return SyncResult(repo, arch, kind, str(job.dest), report.packages, len(downloads), linked, report.bytes,
                       seconds)
 

@@ -276,6 +276,12 @@ def load_steps(state: StateDir, run_id: str, digest: str) -> dict[str, dict | No
     return out
 
 
+def extra_step(state: StateDir, run_id: str, digest: str, step: str) -> dict | None:
+    """A step after the promotion (outside STEPS, which decide its outcome): its result for this digest, or None."""
+    saved = _read_json(step_file(state, run_id, step))
+    return saved["result"] if saved and saved.get("digest") == digest else None
+
+
 def refusal_entry(record_or_pending: Mapping | None, run_id: str, dag_id: str, task_id: str, reason: str) -> dict:
     r = record_or_pending or {}
     return {"event": "refused", "run_id": run_id, "dag_id": dag_id, "task_id": task_id,
@@ -310,6 +316,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
         "decided_at": (decision or {}).get("decided_at"),
         "phases": {p: steps[p] for p in ("payload", "metadata", "deletions")},
         "verification": steps["verify_production"], "file_lists": steps["update_file_lists"],
+        "mirror_handoff": extra_step(state, run_id, record["digest"], "mirror_handoff"),
         "logged_at": utc_now(),
     }
 

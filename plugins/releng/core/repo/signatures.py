@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from releng.core.gpg import NO_AUTOSTART
 from releng.core.repo.repomd import RepoError
 
 
@@ -27,6 +28,8 @@ class SignatureChecker:
 
     The public part of ``key`` is exported from ``gnupghome`` (the signer's
     keyring) into a private keyring, so no other key in either keyring counts.
+    Only public keys are involved, so gpg runs without an agent (``--no-autostart``): nothing is left
+    running when the private keyring is removed.
     """
 
     def __init__(self, key: str, gnupghome: Path | None):
@@ -47,15 +50,16 @@ class SignatureChecker:
         self.fingerprints = {line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")}
 
     def _gpg(self, args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", *args], input=input,
-                              capture_output=True, check=True)
+        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", NO_AUTOSTART, *args],
+                              input=input, capture_output=True, check=True)
 
     def problem(self, repomd: Path) -> str | None:
         asc = repomd.with_name("repomd.xml.asc")
         if not asc.is_file():
             return f"{asc}: missing; signing is on (RELENG_REPO_SIGNING_KEY={self.key}), so every repomd.xml needs it"
-        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", "--status-fd", "1",
-                                 "--verify", str(asc), str(repomd)], capture_output=True, check=False)
+        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", NO_AUTOSTART,
+                                 "--status-fd", "1", "--verify", str(asc), str(repomd)], capture_output=True,
+                                check=False)
         status = result.stdout.decode(errors="replace")
         if result.returncode != 0 or not validsig_fingerprints(status) & self.fingerprints:
             detail = (result.stderr.decode(errors="replace").strip().splitlines() or ["no detail"])[-1]

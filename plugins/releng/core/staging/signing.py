@@ -4,18 +4,20 @@
 A signature counts only when gpg reports it VALIDSIG by one of the configured
 key's fingerprints, not by any key in the keyring: after a key change the old
 signatures must be replaced.
+
+Every function here that makes gpg start an agent (listing secret keys, signing) runs inside
+:func:`releng.core.gpg.agent_session`, so the agent is stopped when the step ends; a caller running many of
+them wraps them in one session (``gpg_session``) and the agent is started once.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from releng.core.checksums import clearsigned_body
 from releng.core.fs import atomic_write, fsync_dir
+from releng.core.gpg import agent_session
 from releng.core.repo.signatures import validsig_fingerprints
 from releng.core.run import ToolError, run
 
@@ -44,7 +46,8 @@ def secret_key_argv(key: str, gnupghome: Path | None = None) -> list[str]:
 
 def key_fingerprints(key: str, gnupghome: Path | None) -> set[str]:
     """The fingerprints (key and subkeys) of the secret key ``key`` names; empty when the keyring lacks it."""
-    listing = run(secret_key_argv(key, gnupghome), check=False)
+    with agent_session(gnupghome):  # gpg asks the agent which secret keys exist
+        listing = run(secret_key_argv(key, gnupghome), check=False)
     if listing.returncode != 0:
         return set()
     return {line.split(":")[9] for line in listing.stdout.splitlines() if line.startswith("fpr:")}
@@ -80,7 +83,8 @@ def sign_repomd(repomd: Path, key: str, gnupghome: Path | None, fingerprints: se
     with one of the key's fingerprints, which are returned. SigningError when the keyring has no secret ``key``,
     ToolError when gpg fails or its signature does not verify."""
     fingerprints = fingerprints or require_key(key, gnupghome)
-    run(sign_argv(repomd, key, gnupghome))
+    with agent_session(gnupghome):
+        run(sign_argv(repomd, key, gnupghome))
     if not signed_by(repomd, fingerprints, gnupghome):
         raise ToolError(f"{label or repomd.parent}: gpg signed {repomd} with {key}, but the signature does not "
                         "verify")
@@ -90,39 +94,8 @@ def sign_repomd(repomd: Path, key: str, gnupghome: Path | None, fingerprints: se
 # --- clear-signed text files (CHECKSUM) ----------------------------------------------------------------------
 
 
-def agent_socket_argv(gnupghome: Path | None) -> list[str]:
-    return ["gpgconf", *(["--homedir", str(gnupghome)] if gnupghome else []), "--list-dirs", "agent-socket"]
-
-
-def agent_running(gnupghome: Path | None) -> bool:
-    """A gpg-agent answers on ``gnupghome``'s agent socket."""
-    path = run(agent_socket_argv(gnupghome), check=False).stdout.strip()
-    if not path:
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
-
-
-def kill_agents_argv(gnupghome: Path | None) -> list[str]:
-    return ["gpgconf", *(["--homedir", str(gnupghome)] if gnupghome else []), "--kill", "all"]
-
-
-@contextmanager
-def gpg_session(gnupghome: Path | None) -> Iterator[None]:
-    """Run gpg inside: the gpg-agent (and dirmngr/keyboxd) gpg starts for ``gnupghome`` is stopped at the end.
-
-    An agent that was already running for that home (a site's agent holding a passphrase) is left running.
-    """
-    running = agent_running(gnupghome)
-    try:
-        yield
-    finally:
-        if not running:
-            run(kill_agents_argv(gnupghome), check=False)
+# One name for callers that sign many files in one step: the agent is started once and stopped at the end.
+gpg_session = agent_session
 
 
 def clearsign_argv(key: str, gnupghome: Path | None = None) -> list[str]:
@@ -155,7 +128,8 @@ def clearsign_file(path: Path, body: str, key: str, gnupghome: Path | None,
     if path.is_file() and clearsigned_body(path.read_text(errors="replace")) == body \
             and clearsigned_by(path, fingerprints, gnupghome):
         return False
-    signed = run(clearsign_argv(key, gnupghome), input=body, what="gpg --clearsign").stdout
+    with agent_session(gnupghome):
+        signed = run(clearsign_argv(key, gnupghome), input=body, what="gpg --clearsign").stdout
     if clearsigned_body(signed) != body:
         raise ToolError(f"gpg --clearsign of {path} with {key} did not return the text it was given")
     tmp = path.with_name(f".{path.name}.signing")

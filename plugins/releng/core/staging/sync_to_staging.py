@@ -33,7 +33,7 @@ from releng.core.compose.status import FINISHED_STATUSES, read_status
 from releng.core.fs import fsync_dir, human_bytes, swap_symlink
 from releng.core.layout import ComposeLayout, ReleaseTrees
 from releng.core.modes import FILE_MODE, public_dirs
-from releng.core.staging.signing import require_key, sign_repomd, signed_by
+from releng.core.staging.signing import gpg_session, require_key, sign_repomd, signed_by
 
 STEPS = ("payload", "repodata", "repomd")
 _FILTERS: dict[str, tuple[str, ...]] = {
@@ -124,8 +124,9 @@ def sync_steps(source: Path, dest: Path, *, signing_key: str = "", gnupghome: Pa
     for step in STEPS:
         if step == "repomd" and signing_key:
             started = time.monotonic()
-            totals[step] = sum(publish_signed_repomd(source / rel, dest / rel, signing_key, gnupghome, fingerprints)
-                               for rel in repomd_files(source))
+            with gpg_session(gnupghome):  # one agent for every signature, stopped when the step ends
+                totals[step] = sum(publish_signed_repomd(source / rel, dest / rel, signing_key, gnupghome,
+                                                         fingerprints) for rel in repomd_files(source))
             log(f"staging {step}: {totals[step]} repomd.xml signed with {signing_key} in "
                 f"{time.monotonic() - started:.1f} s")
             continue
