@@ -306,11 +306,14 @@ class Session:
         return None
 
     def new_processes(self) -> list[tuple[Proc, str, bool]]:
-        table = processes()
+        table = processes(env=False)
         by_pid = {p.pid: p for p in table.values()}
         found = []
-        for key, proc in table.items():
-            if key in self.start_procs or proc.pid == os.getpid():
+        for key, bare in table.items():
+            if key in self.start_procs or bare.pid == os.getpid():
+                continue
+            proc = read_proc(bare.pid)  # with its environment
+            if proc is None or proc.key != key:
                 continue
             owned = self.owns(proc, by_pid)
             if owned is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from releng.core.dnf import DnfRepo, DnfWorkspace, dnf_config, repoclosure_argv
+from releng.core.gpg import copy_home, ignore_sockets
+from tests import leakcheck
 
 REPOS = ("BaseOS", "AppStream", "CRB", "extras")
 ARCHES = ("x86_64", "aarch64")
@@ -158,3 +162,29 @@ def test_server_fault_injection(buildsystem_server, build_faults, el9):
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert json.loads(resp.read()) == {"/v1/": 404}
     assert _get(f"{base}/aarch64/repodata/repomd.xml")[0] == 404
+
+
+@pytest.mark.slow
+def test_building_and_updating_leave_no_agent_and_copies_skip_sockets(el9, tmp_path):
+    """Issue 9 finding 1: gpg and rpmsign start a gpg-agent for the fixture key. Left running, its sockets sit in
+    the key's GnuPG home (where /run/user/<uid> does not exist, as on a fresh CI machine) and a copy of the
+    fixture fails with ENXIO. Building and publishing an update stop that agent; copies skip sockets (a stale
+    one is left by an agent that was killed)."""
+    from dev import buildsystem
+
+    root = tmp_path / "buildsystem"
+    buildsystem.build(root, [el9], log=lambda _msg: None)
+    assert leakcheck.using([root]) == []
+    buildsystem.publish_update(root, el9, "AppStream", "foo-app", "2.1", "4")
+    assert leakcheck.using([root]) == []
+    assert not [p for p in (root / "gnupg").iterdir() if p.is_socket()]
+
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(root / "gnupg" / "S.gpg-agent"))
+    with pytest.raises(shutil.Error, match="No such device or address"):
+        shutil.copytree(root, tmp_path / "plain-copy", symlinks=True)  # what a plain copy meets
+    copy = copy_home(root / "gnupg", tmp_path / "gnupg-copy")
+    assert not (copy / "S.gpg-agent").exists() and (copy / "pubring.kbx").is_file()
+    shutil.copytree(root, tmp_path / "fixture-copy", symlinks=True, ignore=ignore_sockets)
+    assert sorted(p.name for p in (tmp_path / "fixture-copy" / "gnupg").iterdir()) == \
+        sorted(p.name for p in (root / "gnupg").iterdir() if not p.is_socket() and not p.name.endswith(".lock"))
