@@ -62,8 +62,8 @@ class DnfWorkspace:
 def fresh_workspace(path: Path) -> DnfWorkspace:
     """An empty private dnf workspace at ``path`` (a retry never sees an earlier attempt's cache or rpmdb).
 
-    An earlier attempt killed before it stopped its gpg-agents has them stopped first, so none is left
-    running with its home deleted."""
+    The gpg-agents of an earlier attempt that was killed before it stopped them are stopped first (and waited
+    for) rather than left to notice that their home was deleted."""
     if path.exists():
         stop_gpg_agents(DnfWorkspace(path))
         shutil.rmtree(path)
