@@ -214,6 +214,8 @@ def start_s3(datadir: Path, port: int, log: Path) -> tuple[Service, subprocess.P
         assigned[flag] = next(ports)
         argv.append(f"-{flag}={assigned[flag]}")
     leftovers = [f"/tmp/seaweedfs-{name}-grpc-{assigned[flag]}.sock" for name, flag in WEED_TMP_GRPC_SOCKETS.items()]
+    # weed's default local sockets, which some weed components still make at times despite the flags above
+    leftovers += [f"/tmp/seaweedfs-s3-{port}.sock", f"/tmp/seaweedfs-filer-{assigned['filer.port']}.sock"]
     # weed turns S3 auth on when these are set at start; the stack uses them, so auth is real.
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": s3_secret(datadir)}
     proc = spawn("s3", argv, log, env=env)
