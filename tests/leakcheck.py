@@ -10,14 +10,15 @@ other test sessions on the machine carry their own id and are never counted.
 
 The session runs with ``TMPDIR`` pointing at a private directory (:func:`private_tmpdir`): whatever
 honours it (Python's tempfile, mktemp, Go, glib, dnf) writes there, so anything left in it is this session's.
-New entries in /tmp itself come from tools with a fixed /tmp path, or from other programs on the machine:
-an entry seen open (or as a cwd) only by processes that are not this session's, after a test or at the end,
-or a socket still bound, is not counted.
+New entries in /tmp itself come from tools with a fixed /tmp path, or from other programs on the machine
+(another test session's SeaweedFS makes sockets of the same kind). One counts when a process of this session
+was seen with it open, or its name holds the pid of a process of this session or a port one was given (weed's
+``weed.<host>.<user>.log.<level>.<time>.<pid>``, ``seaweedfs-<service>-<port>.sock``); one seen open only by
+other programs, or a socket still bound, is not counted; the rest are listed as not counted.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import shutil
@@ -31,13 +32,8 @@ from pathlib import Path
 
 SESSION_ENV = "PYTEST_RELENG_SESSION"
 PRIVATE_TMP_PREFIX = "releng-tests-"
-# Fixed /tmp paths (no TMPDIR, no flag) of tools the tests run.
-FIXED_TMP_PATHS = (
-    ("seaweedfs-*.sock", "SeaweedFS's local sockets"),
-    ("weed.*", "SeaweedFS's log files"),
-    ("tmpdir.*", "libdnf's temporary GnuPG home for a repo key"),
-    ("repokey.*", "libdnf's downloaded repo key"),
-)
+# A port in a command line: -s3.port=8333, --port 8080, 127.0.0.1:8080.
+_PORT_ARG = re.compile(r"(?:port[\w.]*[= ]|:)(\d{2,5})$")
 
 
 @dataclass(frozen=True)
@@ -273,6 +269,7 @@ class Session:
         self.tmp_mine: set[str] = set()  # new /tmp entries seen open by this session's processes
         self.tmp_foreign: set[str] = set()  # ... seen open only by other programs (another session's log)
         self.seen_pids: set[int] = {os.getpid()}
+        self.seen_ports: set[int] = set()
         self.unattributed: list[str] = []
         self.leftovers: list[Leftover] = []
         self.checked = False
@@ -335,12 +332,11 @@ class Session:
         """Why a new /tmp entry is this session's, or None when nothing shows it (another program's, maybe)."""
         if str(path) in self.tmp_mine:
             return "a process of this session had it open"
-        for pattern, tool in FIXED_TMP_PATHS:
-            if fnmatch.fnmatch(path.name, pattern):
-                return f"its name is that of {tool}, which the tests run"
-        pids = re.findall(r"\d+", path.name)
-        if any(int(pid) in self.seen_pids for pid in pids):
-            return "its name holds the pid of a process of this session"
+        numbers = {int(n) for n in re.findall(r"\d+", path.name)}
+        if numbers & self.seen_pids:
+            return "its name holds the pid of a process of this session"  # weed.<host>.<user>.log.<...>.<pid>
+        if numbers & self.seen_ports:
+            return "its name holds a port a process of this session was given"  # seaweedfs-s3-<port>.sock
         return None
 
     # --- after each test and at the end --------------------------------------------------------------------
@@ -350,6 +346,7 @@ class Session:
         for proc, _why, _stoppable in ours:
             self.proc_first_seen.setdefault(proc.key, nodeid)
             self.seen_pids.add(proc.pid)
+            self.seen_ports.update(int(m.group(1)) for a in proc.argv[:64] if (m := _PORT_ARG.search(a)))
         undecided = []
         for path in self.new_tmp_entries():
             self.tmp_first_seen.setdefault(str(path), nodeid)
