@@ -35,9 +35,8 @@ from releng.core.promotion.target import PromotionTarget, state_dir
 from releng.core.repo.repomd import RepoError
 from releng.core.rsync import PHASES
 from releng.core.settings import Settings, settings
-from releng.core.staging import lease
 from releng.notifiers import airflow_url, send
-from releng.operators.staging import acquire, require_lease, run_of
+from releng.operators.staging import acquire, give_back, require_lease
 
 DECISION_KEY = "decision"
 
@@ -94,17 +93,12 @@ class PromotionReportOperator(BaseOperator):
                 rc=self.rc, params=params, event_extras=[] if self.release else _staging_event_extras(context),
                 dry_run=dry_run, allow_large_delete=allow, log=self.log.info, warn=self.log.warning)
         except (PromotionError, ProfileError, RepoError) as exc:
-            self._give_back(context)  # record_promotion, the teardown that releases it, runs only after a report
+            give_back(context, self.log, settings().staging_root)  # record_promotion runs only after a report
             raise AirflowFailException(str(exc)) from None
         except BaseException:
-            self._give_back(context)
+            give_back(context, self.log, settings().staging_root)
             raise
         return summary.to_xcom()
-
-    def _give_back(self, context: Context) -> None:
-        dag_id, run_id = run_of(context)
-        lease.release(settings().staging_root, dag_id, run_id)
-        self.log.info("staging lease released (no report)")
 
     def _take_staging_lease(self, context: Context) -> None:
         """Wait (up to ``lease_wait`` seconds) for the staging lease; the wait is logged once a minute."""
@@ -257,7 +251,7 @@ class RecordPromotionOperator(BaseOperator):
         except PromotionError as exc:
             raise AirflowFailException(str(exc)) from None
         finally:
-            self._release_staging(context)
+            give_back(context, self.log, settings().staging_root)
         if closed is None:
             raise AirflowSkipException("no approval was asked in this run (dry run, nothing to approve, or the "
                                        "report failed); nothing to record")
@@ -269,11 +263,6 @@ class RecordPromotionOperator(BaseOperator):
             url = notify.run_url(airflow_url(settings()), context["dag"].dag_id, context["run_id"])
             send(notify.promotion_ended(entry, url), context, self.log)
         return {"outcome": entry["outcome"], "decided_by": user, "digest": entry["digest"]}
-
-    def _release_staging(self, context: Context) -> None:
-        dag_id, run_id = run_of(context)
-        after = lease.release(settings().staging_root, dag_id, run_id)
-        self.log.info("staging lease released" if after is None else f"staging lease is held by {after.describe()}")
 
 
 class MirrorHandoffOperator(BaseOperator):

@@ -60,6 +60,16 @@ def require_lease(context: Context, what: str, staging_root: Path | None = None)
         raise AirflowFailException(str(exc)) from None
 
 
+def give_back(context: Context, log, staging_root: Path | None = None) -> None:
+    """Release the staging lease if this task's run holds it, and log who holds it afterwards."""
+    dag_id, run_id = run_of(context)
+    after = lease.release(staging_root or site_settings().staging_root, dag_id, run_id)
+    if after is None:
+        log.info("staging lease released; staging is free")
+    else:
+        log.info("this run did not hold the staging lease; %s holds it", after.describe())
+
+
 class WaitForStagingSensor(BaseSensorOperator):
     """wait_for_staging: take the staging lease for this run, waiting while another run holds it (a promotion
     waiting for its approval, another run's staging steps). In ``reschedule`` mode the wait holds no worker
@@ -93,9 +103,4 @@ class ReleaseStagingOperator(BaseOperator):
     ui_color = "#fff3d6"
 
     def execute(self, context: Context) -> None:
-        dag_id, run_id = run_of(context)
-        after = lease.release(site_settings().staging_root, dag_id, run_id)
-        if after is None:
-            self.log.info("staging lease released; staging is free")
-        else:
-            self.log.info("this run did not hold the staging lease; %s holds it", after.describe())
+        give_back(context, self.log)
