@@ -3,10 +3,16 @@ a torrent, gpg and sha256sum reading a clear-signed CHECKSUM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -25,8 +31,9 @@ def section(listing: str, title: str) -> list[str]:
 
 def transmission_verifies(torrent: Path, data_dir: Path, work: Path, timeout: float = 60) -> bool:
     """transmission-cli checks the data in ``data_dir`` against every piece of ``torrent`` (``--verify``) and
-    calls its finish script only when the torrent is complete; True when it did. Peers, DHT, LPD and port
-    mapping are off, so nothing leaves the machine; the client is stopped afterwards."""
+    calls its finish script only when the torrent is complete; True when it did. Pieces missing from
+    ``data_dir`` it downloads from the torrent's web seeds (an empty ``data_dir`` is a plain download). Peers,
+    DHT, LPD and port mapping are off, so nothing but the web seed is asked; the client is stopped afterwards."""
     config = work / "transmission"
     config.mkdir(parents=True)
     (config / "settings.json").write_text(json.dumps({
@@ -53,6 +60,65 @@ def transmission_verifies(torrent: Path, data_dir: Path, work: Path, timeout: fl
             proc.kill()
             proc.wait()
         log.close()
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Python's file server plus single byte ranges (``Range: bytes=a-b``), which BitTorrent web seeds ask for."""
+
+    ranges: list[str]  # every Range header received, for the test to see the client used the web seed
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def send_head(self):
+        path = self.translate_path(self.path)
+        wanted = self.headers.get("Range")
+        if not wanted or not os.path.isfile(path):
+            self._left = None
+            return super().send_head()
+        self.ranges.append(wanted)
+        size = os.path.getsize(path)
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+        if not m or int(m.group(1)) >= size:
+            self.send_error(416, "Requested Range Not Satisfiable")
+            return None
+        start, end = int(m.group(1)), min(int(m.group(2) or size - 1), size - 1)
+        f = open(path, "rb")  # closed by the handler after copyfile
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        self._left = end - start + 1
+        return f
+
+    def copyfile(self, source, outputfile) -> None:
+        left = getattr(self, "_left", None)
+        if left is None:
+            return super().copyfile(source, outputfile)
+        while left > 0:
+            chunk = source.read(min(64 * 1024, left))
+            if not chunk:
+                break
+            outputfile.write(chunk)
+            left -= len(chunk)
+
+
+@contextlib.contextmanager
+def range_server(directory: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``directory`` over HTTP on 127.0.0.1 with byte ranges: (base URL, Range headers received)."""
+    received: list[str] = []
+    handler = type("Handler", (_RangeHandler,), {"ranges": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def agent_running(home: Path) -> bool:

@@ -23,6 +23,7 @@ from releng.operators.compose import (
     layout_of,
 )
 from tests.leases import holding_staging
+from tests.notifytargets import smtp_server, webhook  # noqa: F401  (fixtures)
 
 RUN_AFTER = datetime(2026, 11, 28, 4, 15, 0, tzinfo=UTC)
 WATCHED = ("prepare_compose", "sync_repos", "repoclosure", "build_dvd_iso", "pull_cloud_images")
@@ -205,6 +206,39 @@ def test_rpms_json_files_binaries_under_their_source_with_the_epoch(roots, tmp_p
     assert set(binaries_listed.values()) <= sources  # every binary's source key is a listed source package
     assert list(json.loads((layout.metadata / "rpms.json").read_text())["payload"]["rpms"]["BaseOS"]["x86_64"]) == [
         "epochpkg-2:1.4-1.src"]
+
+
+def test_a_compose_with_failed_cloud_images_ends_incomplete_and_release_engineering_hears_it(
+        roots, tmp_path, monkeypatch, webhook, smtp_server):  # noqa: F811
+    """finalize_compose itself sends FINISHED_INCOMPLETE to the configured targets (a real SMTP server and a
+    webhook on loopback), naming the failed deliverable and where the compose is; the compose still finishes."""
+    from releng.core.settings import settings
+
+    monkeypatch.setenv("RELENG_NOTIFY_WEBHOOK", webhook.url)
+    monkeypatch.setenv("RELENG_NOTIFY_EMAIL", "releng@example.org")
+    monkeypatch.setenv("RELENG_AIRFLOW_URL", "https://airflow.example.org")
+    settings.cache_clear()
+    summary = _prepare("run-1", {**QUICK, "full_run": True})
+    layout = layout_of(summary)
+    binaries, source = _rpmbuild_with_epoch(tmp_path / "build")
+    _repo(layout.repo_tree("BaseOS", "x86_64"), binaries)
+    _repo(layout.repo_tree("BaseOS", "src", "source"), [source])
+    result = _finalize(summary, {"prepare_compose": "success", "sync_repos_0": "success", "repoclosure": "success",
+                                 "build_dvd_iso": "skipped", "pull_cloud_images_0": "failed"})
+    assert result["status"] == "FINISHED_INCOMPLETE"
+    assert compose_status.read_status(layout) == "FINISHED_INCOMPLETE"
+    (posted,) = webhook.received
+    assert posted[1]["event"] == "compose_finished_incomplete"
+    data = posted[1]["data"]
+    assert data["status"] == "FINISHED_INCOMPLETE" and data["top"] == str(layout.top)
+    assert data["compose_id"] == layout.compose_id and data["release"] == "el9"
+    assert data["url"].startswith("https://airflow.example.org/dags/") and data["url"].endswith("/runs/run-1")
+    assert data["failed"] == ["pull_cloud_images_0 (cloud image Azure, x86_64)"]  # which image, not only an index
+    assert "without the failed optional deliverables" in posted[1]["text"]
+    (mail,) = smtp_server.messages
+    assert mail.envelope_to == ["releng@example.org"] and mail["X-Releng-Event"] == "compose_finished_incomplete"
+    assert "FINISHED_INCOMPLETE" in mail["Subject"] and str(layout.top) in smtp_server.text(mail)
+    assert data["failed"] and all(name in smtp_server.text(mail) for name in data["failed"])
 
 
 # --- a rewrite of a finished compose reopens it (finding 8b) ---------------------------------------------------

@@ -177,8 +177,8 @@ class FinalizeComposeOperator(SummaryOperator):
             raise AirflowFailException(str(exc)) from exc.__cause__
         if result.failed_optional:
             self.log.warning("compose %s is FINISHED_INCOMPLETE; optional deliverables failed: %s",
-                             layout.compose_id, ", ".join(result.failed_optional))
-            self._tell(context, layout, run_id, result.status, list(result.failed_optional))
+                             layout.compose_id, ", ".join(result.failed_optional_named))
+            self._tell(context, layout, run_id, result.status, list(result.failed_optional_named))
         self.log.info("compose %s %s; %s -> %s", layout.compose_id, result.status, layout.latest_link, layout.top.name)
         return result.to_xcom()
 

@@ -95,6 +95,24 @@ def failable_keys(profile: ReleaseProfile, plan: ComposePlan, tasks: Mapping[str
     return keys
 
 
+def describe_keys(keys: Iterable[str], plan: ComposePlan, tasks: Mapping[str, str]) -> list[str]:
+    """State keys with what they built, for people: ``pull_cloud_images_3 (cloud image Azure, x86_64)``.
+
+    ``tasks`` maps a mapped task id to its plan list, as for :func:`failable_keys`; other keys stay as they are.
+    """
+    out = []
+    for key in keys:
+        task_id, _, index = key.rpartition("_")
+        items = getattr(plan, tasks[task_id]) if task_id in tasks and index.isdigit() else []
+        if items and int(index) < len(items):
+            item = items[int(index)]
+            what = (f"cloud image {item['image_type']}" if tasks[task_id] == "cloud" else f"ISO {item['image']}")
+            out.append(f"{key} ({what}, {item['arch']})")
+        else:
+            out.append(key)
+    return out
+
+
 def compose_outcome(states: Mapping[str, str | None], failable: Iterable[str], task_ids: Iterable[str]) -> Outcome:
     """STATUS from the run's task states, as Airflow reports them (``task`` or ``task_<map_index>``):
     a failed required task dooms the compose; a failed failable deliverable makes it FINISHED_INCOMPLETE.
@@ -146,6 +164,7 @@ class FinalizeResult:
     top: Path
     failed_optional: tuple[str, ...]
     images: int
+    failed_optional_named: tuple[str, ...] = ()  # the same, with what each built (for logs and notifications)
 
     def to_xcom(self) -> dict:
         return {"compose_id": self.compose_id, "status": self.status, "top": str(self.top),
@@ -172,7 +191,8 @@ def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Map
     if outcome.status == "DOOMED":
         write_status(layout, "DOOMED")
         raise ComposeDoomed(
-            f"compose {layout.compose_id} is DOOMED; failed: {', '.join(outcome.failed_required)}. "
+            f"compose {layout.compose_id} is DOOMED; failed: "
+            f"{', '.join(describe_keys(outcome.failed_required, plan, deliverables))}. "
             f"The latest link still points at the previous compose. Fix the cause and trigger a new compose."
         )
     fingerprints = None
@@ -188,7 +208,8 @@ def finalize_compose(layout: ComposeLayout, summary: ComposeSummary, states: Map
         raise ComposeDoomed(f"compose {layout.compose_id} is DOOMED: finalizing failed: {exc}") from exc
     write_status(layout, outcome.status)
     move_latest_link(layout)
-    return FinalizeResult(layout.compose_id, outcome.status, layout.top, outcome.failed_optional, len(records))
+    return FinalizeResult(layout.compose_id, outcome.status, layout.top, outcome.failed_optional, len(records),
+                          tuple(describe_keys(outcome.failed_optional, plan, deliverables)))
 
 
 def link_tree(src: Path, dest: Path) -> int:
