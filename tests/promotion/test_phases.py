@@ -157,8 +157,8 @@ def run_phases(record: dict, phases: list[str], *, bwlimit: int = 0, kill_when=N
     """Run phases in a child process (its own process group, like a task); SIGKILL the group when asked."""
     path = Path(record["state_dir"]) / "promotions" / f"{record['run_id']}.json"
     path.write_text(json.dumps(record))
-    # A process killed mid-phase cannot remove its temporary directory; the child gets a TMPDIR of its own,
-    # removed here, so the kill this plays leaves nothing behind.
+    # The child gets a TMPDIR of its own, which must stay empty even when the child is killed mid-phase: the
+    # phases keep their work files under production's state dir, where the next phase removes them.
     child_tmp = tempfile.mkdtemp(prefix="phase-child-")
     proc = subprocess.Popen([sys.executable, "-c", PHASE_SCRIPT, str(path), str(bwlimit), *phases],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -177,7 +177,9 @@ def run_phases(record: dict, phases: list[str], *, bwlimit: int = 0, kill_when=N
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        left_in_tmp = os.listdir(child_tmp)
         shutil.rmtree(child_tmp, ignore_errors=True)
+    assert left_in_tmp == [], f"the phase left {left_in_tmp} in $TMPDIR"
     out, err = proc.communicate()
     return killed, proc.returncode, out, err
 
@@ -202,11 +204,14 @@ def test_kill_during_payload_then_rerun_converges(staged):
     leftovers = _temp_files(iso_dir)
     assert leftovers  # rsync's half-written temp file of the ISO
     assert not (staged.production / "AppStream" / "x86_64" / "os" / "repodata").exists()  # no metadata yet
+    work = Path(record["state_dir"]) / "phase-work"
+    assert work.is_dir()  # the killed phase's rsync file lists, under production's state dir (not in $TMPDIR)
 
     # the task's retry: the same approved record; it also removes the killed rsync's temp file
     killed, code, _, err = run_phases(record, ["payload"])
     assert not killed and code == 0, err
     assert not any(p.exists() for p in leftovers)
+    assert not work.exists()  # the retry removed the killed phase's work files and its own
     iso = "isos/x86_64/Rocky-9.7-RC1-x86_64-dvd.iso"
     assert (staged.production / iso).read_bytes() == (staged.staging / iso).read_bytes()
     assert iso_dir.stat().st_mtime_ns == (staged.staging / "isos" / "x86_64").stat().st_mtime_ns

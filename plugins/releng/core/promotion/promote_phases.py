@@ -14,8 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -97,12 +97,15 @@ def promote_phase(record: Mapping, phase: str, *, log: Log = quiet, bwlimit_kbps
         else:
             public_dirs(target.production_dir)
             result = {"files": 0, "dirs": 0, "bytes": 0}
-            with tempfile.TemporaryDirectory(prefix="releng-promote-") as tmp:
+            work = target.state.phase_work_dir
+            shutil.rmtree(work, ignore_errors=True)  # a phase killed before it could remove its lists
+            work.mkdir(parents=True)
+            try:
                 for group in groups:
                     items = [i for p in group for i in _phase_items(record, p)]
                     if not items:
                         continue
-                    lst = _files_from(Path(tmp), group[0], items)
+                    lst = _files_from(work, group[0], items)
                     argv = rsync.phase_argv(phase, target.staging_dir, target.production_dir, lst,
                                             bwlimit_kbps=bwlimit_kbps)
                     run = _run_with_lock(argv, target.staging_dir, lock_fd, log, f"{phase} ({group[0]})")
@@ -111,6 +114,8 @@ def promote_phase(record: Mapping, phase: str, *, log: Log = quiet, bwlimit_kbps
                     result["bytes"] += run.bytes
                     result["leftovers_removed"] = result.get("leftovers_removed", 0) + _remove_rsync_leftovers(
                         target, items)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     result.update(phase=phase, seconds=round(time.monotonic() - start, 3))
     log(f"{phase}: {result['files']} files, {result['dirs']} dirs, {human_bytes(result['bytes'])} "
         f"in {result['seconds']:.1f} s")

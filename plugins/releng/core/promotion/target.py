@@ -42,6 +42,12 @@ class StateDir:
     def lists_stale_marker(self, category_dir: Path) -> Path:
         return self.root / f"lists-stale-{slug(str(category_dir))}"
 
+    @property
+    def phase_work_dir(self) -> Path:
+        """The running phase's rsync file lists: one phase writes at a time (the exclusive production lock), and
+        each empties it first, so a worker killed mid-phase leaves nothing behind for long."""
+        return self.root / "phase-work"
+
 
 
 def state_dir(cfg: Settings) -> StateDir:
