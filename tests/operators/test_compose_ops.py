@@ -185,12 +185,18 @@ def _repo(tree: Path, rpms: list[Path]) -> None:
     subprocess.run(["createrepo_c", "--quiet", "--no-database", str(tree)], check=True, capture_output=True)
 
 
-def test_rpms_json_files_binaries_under_their_source_with_the_epoch(roots, tmp_path):
+def _full_run_with_baseos(tmp_path: Path) -> tuple[dict, ComposeLayout]:
+    """A full-run compose whose BaseOS x86_64 and source trees hold epochpkg's real packages and repodata."""
     summary = _prepare("run-1", {**QUICK, "full_run": True})
     layout = layout_of(summary)
     binaries, source = _rpmbuild_with_epoch(tmp_path / "build")
     _repo(layout.repo_tree("BaseOS", "x86_64"), binaries)
     _repo(layout.repo_tree("BaseOS", "src", "source"), [source])
+    return summary, layout
+
+
+def test_rpms_json_files_binaries_under_their_source_with_the_epoch(roots, tmp_path):
+    summary, layout = _full_run_with_baseos(tmp_path)
     result = _finalize(summary, {"prepare_compose": "success", "sync_repos_0": "success", "repoclosure": "skipped",
                                  "build_dvd_iso": "skipped", "pull_cloud_images": "skipped"})
     assert result["status"] == "FINISHED"
@@ -218,11 +224,7 @@ def test_a_compose_with_failed_cloud_images_ends_incomplete_and_release_engineer
     monkeypatch.setenv("RELENG_NOTIFY_EMAIL", "releng@example.org")
     monkeypatch.setenv("RELENG_AIRFLOW_URL", "https://airflow.example.org")
     settings.cache_clear()
-    summary = _prepare("run-1", {**QUICK, "full_run": True})
-    layout = layout_of(summary)
-    binaries, source = _rpmbuild_with_epoch(tmp_path / "build")
-    _repo(layout.repo_tree("BaseOS", "x86_64"), binaries)
-    _repo(layout.repo_tree("BaseOS", "src", "source"), [source])
+    summary, layout = _full_run_with_baseos(tmp_path)
     result = _finalize(summary, {"prepare_compose": "success", "sync_repos_0": "success", "repoclosure": "success",
                                  "build_dvd_iso": "skipped", "pull_cloud_images_0": "failed"})
     assert result["status"] == "FINISHED_INCOMPLETE"
