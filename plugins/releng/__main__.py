@@ -37,8 +37,9 @@ def _validate(paths: list[str]) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             continue
+        kind = f"SIG {profile.sig}" if profile.sig else f"{profile.channel} channel"
         print(
-            f"{path}: ok ({profile.fullname}, profile {profile.profile}, "
+            f"{path}: ok ({profile.fullname}, {kind}, profile {profile.profile}, "
             f"{len(profile.arches)} arches, {len(profile.repos)} repos)"
         )
     if failed:

@@ -9,10 +9,18 @@ Compose tree (the layout empanadas writes, which Rocky's mirrors and tools expec
         STATUS
     <compose_root>/<major>/latest-<Short>-<profile> -> <Short>-<revision>-<TS>.<n>
 
+The channel of the profile moves the compose root: ``<major>-beta`` and ``<major>-LookAhead`` instead of
+``<major>``. A SIG compose is ``<compose_root>/<major>/SIG-<sig>-<revision>-<TS>.<n>`` and its repos are
+``compose/<major>/<sig>/<arch>/<Repo>``, ``<arch>/<Repo>-debug`` and ``source/<Repo>`` (empanadas' sync_sig).
+
 Release directories (as Rocky's sync scripts lay them out)::
 
     <staging_root>/mirror/pub/<category>/<revision>[-<RC>]     what a compose or an update stages
+    <staging_root>/mirror/pub/<category>/<revision>-beta       beta (link <major>-BETA), never promoted
+    <staging_root>/mirror/pub/<category>/<revision>-LookAhead  lookahead (link <major>-LookAhead), never promoted
+    <staging_root>/mirror/pub/sig/<major>/<sig>                a SIG
     <production_root>/mirror/pub/<category>/<revision>         what a promotion publishes
+    <production_root>/mirror/pub/sig/<major>/<sig>             a promoted SIG
 
 Every path built here is checked to stay under its root, so no empty or odd
 value can turn into ``/`` or a parent directory (the old scripts' hazard).
@@ -25,12 +33,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from releng.core.profile import ReleaseProfile
+from releng.core.profile import BETA, LOOKAHEAD, STABLE, ReleaseProfile
 
 # <Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>: n counts composes started in the same second (Pungi's respin); ids
-# without it are composes made before the counter existed.
-COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\.(?P<time>\d{6})"
+# without it are composes made before the counter existed. A SIG's Short is SIG-<sig>.
+COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+(?:-[a-z0-9]+)*)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\."
+                           r"(?P<time>\d{6})"
                            r"(?:\.(?P<respin>\d+))?$")
+# The compose root's suffix and the staging directory's suffix of each channel (the names Rocky's trees use).
+CHANNEL_COMPOSE_SUFFIX = {STABLE: "", BETA: "-beta", LOOKAHEAD: "-LookAhead"}
+CHANNEL_STAGING_SUFFIX = {BETA: "-beta", LOOKAHEAD: "-LookAhead"}
+CHANNEL_LINK_SUFFIX = {BETA: "BETA", LOOKAHEAD: "LookAhead"}
+SIG_CATEGORY = "sig"
 _SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 STATUSES = ("STARTED", "FINISHED", "FINISHED_INCOMPLETE", "DOOMED")
 
@@ -51,9 +65,20 @@ def compose_timestamp(when: datetime | None = None) -> str:
     return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d.%H%M%S")
 
 
+def compose_short(profile: ReleaseProfile) -> str:
+    """The compose's short name: the profile's (``Rocky``), or ``SIG-<sig>`` for a SIG."""
+    return f"SIG-{profile.sig}" if profile.sig else profile.shortname
+
+
+def compose_major_dir(profile: ReleaseProfile, compose_root: Path) -> Path:
+    """``<compose_root>/<major>``, ``<major>-beta`` or ``<major>-LookAhead`` by the profile's channel."""
+    return Path(compose_root) / safe_part(f"{profile.major}{CHANNEL_COMPOSE_SUFFIX[profile.channel]}",
+                                          "compose root directory")
+
+
 def compose_id(profile: ReleaseProfile, timestamp: str, respin: int | None = None) -> str:
     """``<Short>-<X.Y>-<timestamp>``, with ``.<respin>`` when given (every new compose has one)."""
-    cid = f"{profile.shortname}-{profile.revision}-{timestamp}"
+    cid = f"{compose_short(profile)}-{profile.revision}-{timestamp}"
     if respin is not None:
         if not isinstance(respin, int) or isinstance(respin, bool) or respin < 0:
             raise LayoutError(f"compose counter {respin!r} is not a non-negative integer")
@@ -101,7 +126,7 @@ class ComposeLayout:
     # --- top level -----------------------------------------------------------------------
     @property
     def major_dir(self) -> Path:
-        return self.compose_root / str(self.profile.major)
+        return compose_major_dir(self.profile, self.compose_root)
 
     @property
     def top(self) -> Path:
@@ -121,15 +146,30 @@ class ComposeLayout:
 
     @property
     def latest_link(self) -> Path:
-        return self.major_dir / f"latest-{self.profile.shortname}-{safe_part(self.profile.profile, 'profile')}"
+        return self.major_dir / f"latest-{compose_short(self.profile)}-{safe_part(self.profile.profile, 'profile')}"
 
     @property
     def metadata(self) -> Path:
         return self.compose / "metadata"
 
+    @property
+    def published(self) -> Path:
+        """The part of the compose that is staged: ``compose/``, or a SIG's ``compose/<major>/<sig>``."""
+        if self.profile.sig:
+            return self.compose / str(self.profile.major) / safe_part(self.profile.sig, "SIG name")
+        return self.compose
+
     # --- repos ---------------------------------------------------------------------------
     def repo_tree(self, repo_id: str, arch: str, kind: str = "os") -> Path:
-        """``os``, ``kickstart``, ``debug`` (``<arch>/debug/tree``) or ``source`` (``source/tree``)."""
+        """``os``, ``kickstart``, ``debug`` (``<arch>/debug/tree``) or ``source`` (``source/tree``); a SIG's
+        ``<arch>/<Repo>``, ``<arch>/<Repo>-debug`` or ``source/<Repo>`` (no kickstart trees)."""
+        if self.profile.sig:
+            name = repo_dir_name(self.profile, repo_id)
+            if kind == "source":
+                return self.published / "source" / name
+            if kind in ("os", "debug"):
+                return self.published / safe_part(arch, "arch") / (name if kind == "os" else f"{name}-debug")
+            raise LayoutError(f"a SIG compose has no {kind!r} trees; use os, debug or source")
         base = self.compose / repo_dir_name(self.profile, repo_id)
         if kind == "source":
             return base / "source" / "tree"
@@ -189,11 +229,22 @@ class ReleaseTrees:
     production_root: Path
 
     @property
+    def category_name(self) -> str:
+        """The category's name (``rocky``, ``sig``): the file lists' suffix."""
+        return SIG_CATEGORY if self.profile.sig else safe_part(self.profile.shortname.lower(), "short name")
+
+    @property
     def category(self) -> str:
-        return f"mirror/pub/{safe_part(self.profile.shortname.lower(), 'short name')}"
+        return f"mirror/pub/{self.category_name}"
 
     def staging_name(self, rc: bool) -> str:
-        return safe_part(f"{self.profile.revision}{rc_suffix(self.profile, rc)}", "staging release directory")
+        """``9.7[-RC1]``; ``9.8-beta`` or ``9.8-LookAhead`` for a channel (its rc shows in names only); a SIG's
+        ``<major>/<sig>``."""
+        p = self.profile
+        if p.sig:
+            return f"{p.major}/{safe_part(p.sig, 'SIG name')}"
+        suffix = CHANNEL_STAGING_SUFFIX.get(p.channel, rc_suffix(p, rc))
+        return safe_part(f"{p.revision}{suffix}", "staging release directory")
 
     def staging_category(self) -> Path:
         return _under(self.staging_root, self.category)
@@ -205,12 +256,25 @@ class ReleaseTrees:
         return _under(self.production_root, self.category)
 
     def production_dir(self) -> Path:
-        """Production drops the RC suffix: ``9.7-RC1`` in staging is ``9.7`` in production."""
-        return _under(self.production_root, f"{self.category}/{safe_part(self.profile.revision, 'revision')}")
+        """Production drops the RC suffix: ``9.7-RC1`` in staging is ``9.7`` in production; a SIG keeps its
+        ``<major>/<sig>``. Beta and lookahead have none: they are never promoted."""
+        p = self.profile
+        if not p.promotable:
+            raise LayoutError(f"{p.name} is a {p.channel} release: it lives only in staging and has no production "
+                              "directory")
+        if p.sig:
+            return _under(self.production_root, f"{self.category}/{self.staging_name(False)}")
+        return _under(self.production_root, f"{self.category}/{safe_part(p.revision, 'revision')}")
 
     def staging_links(self, rc: bool) -> dict[str, str]:
-        """Links in the staging category: ``latest-<major>`` and ``<revision>`` point at the release dir."""
+        """Links in the staging category: ``latest-<major>`` and ``<revision>`` point at the release dir;
+        ``<major>-BETA`` or ``<major>-LookAhead`` for a channel; none for a SIG."""
+        p = self.profile
         name = self.staging_name(rc)
+        if p.sig:
+            return {}
+        if p.channel in CHANNEL_LINK_SUFFIX:
+            return {f"{p.major}-{CHANNEL_LINK_SUFFIX[p.channel]}": name}
         links = {f"latest-{self.profile.major}": name}
         if name != self.profile.revision:
             links[self.profile.revision] = name
@@ -218,9 +282,13 @@ class ReleaseTrees:
 
 
 def download_path(profile: ReleaseProfile) -> str:
-    """The release directory as users download it (``pub/rocky/9.7``): production's release directory relative
-    to ``<production_root>/mirror``, the directory the download URL serves (no RC suffix, as in production)."""
-    return f"pub/{safe_part(profile.shortname.lower(), 'short name')}/{safe_part(profile.revision, 'revision')}"
+    """The release directory as users download it (``pub/rocky/9.7``, ``pub/sig/9/cloud``): production's release
+    directory relative to ``<production_root>/mirror``, the directory the download URL serves (no RC suffix, as in
+    production). Beta and lookahead are served from staging under their staging names."""
+    if profile.sig:
+        return f"pub/{SIG_CATEGORY}/{profile.major}/{safe_part(profile.sig, 'SIG name')}"
+    name = f"{profile.revision}{CHANNEL_STAGING_SUFFIX.get(profile.channel, '')}"
+    return f"pub/{safe_part(profile.shortname.lower(), 'short name')}/{safe_part(name, 'revision')}"
 
 
 def _under(root: Path, relative: str) -> Path:

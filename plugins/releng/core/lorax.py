@@ -54,12 +54,13 @@ class LoraxError(ValueError):
 
 def source_urls(profile: ReleaseProfile, arch: str, peridot_url: str, *, hashed: bool) -> list[str]:
     """The build system's repos lorax installs from (``iso.lorax.repos``), for this arch."""
-    return [yumrepofs_url(peridot_url, profile.project_id, repo, arch, hashed=hashed) for repo in profile.lorax.repos]
+    return [yumrepofs_url(peridot_url, profile.project_id, repo, arch, hashed=hashed)
+            for repo in profile.lorax_settings().repos]
 
 
 def lorax_options(profile: ReleaseProfile, arch: str, *, volid: str, sources: list[str], rc: bool) -> list[str]:
     """Lorax's options without ``--logfile`` and the output dir, which the script adds."""
-    lx = profile.lorax
+    lx = profile.lorax_settings()
     options = [f"--product={profile.distname}", f"--version={profile.revision}", f"--release={profile.revision}"]
     if not rc:
         options.append("--isfinal")
@@ -101,13 +102,14 @@ def lorax_job(layout: ComposeLayout, arch: str, *, rc: bool, hashed: bool, perid
     profile = layout.profile
     if arch not in profile.arches:
         raise LoraxError(f"arch {arch!r} is not an arch of {profile.name} ({', '.join(profile.arches)})")
-    for package in profile.lorax.removes:
+    for package in profile.lorax_settings().removes:
         if not _PACKAGE_RE.match(package):
             raise LoraxError(f"{profile.path}: iso.lorax.removes entry {package!r} is not a package name")
     options = lorax_options(profile, arch, volid=layout.volid(arch, rc),
                             sources=source_urls(profile, arch, peridot_url, hashed=hashed), rc=rc)
     return LoraxJob(arch, profile.revision, tuple(options), bucket,
-                    s3keys.lorax_key(profile.major, profile.revision, arch, epoch), tuple(profile.lorax.removes))
+                    s3keys.lorax_key(profile.major, profile.revision, arch, epoch),
+                    tuple(profile.lorax_settings().removes))
 
 
 def script_files() -> dict[str, str]:
@@ -175,5 +177,5 @@ def installer_image(profile: ReleaseProfile) -> IsoImage:
     for image in profile.iso_images.values():
         if not image.disc:
             return image
-    return IsoImage(name=profile.lorax.variant, disc=False, variant=profile.lorax.variant,
-                    repos=(profile.lorax.variant,))
+    variant = profile.lorax_settings().variant
+    return IsoImage(name=variant, disc=False, variant=variant, repos=(variant,))

@@ -71,20 +71,25 @@ def compose_info(layout: ComposeLayout, arches: Iterable[str], date: str, rc: bo
         variant.type = "variant"
         repo_arches = profile.repo_arches(repo.id, arches)
         variant.arches = set(repo_arches)
+        source = _rel(layout, repo.id, "src", "source")
         for arch in repo_arches:
-            base = f"{repo.dir}/{arch}"
-            variant.paths.os_tree[arch] = variant.paths.repository[arch] = f"{base}/os"
-            variant.paths.packages[arch] = f"{base}/os/Packages"
-            variant.paths.debug_tree[arch] = variant.paths.debug_repository[arch] = f"{base}/debug/tree"
-            variant.paths.debug_packages[arch] = f"{base}/debug/tree/Packages"
-            variant.paths.source_tree[arch] = variant.paths.source_repository[arch] = f"{repo.dir}/source/tree"
-            variant.paths.source_packages[arch] = f"{repo.dir}/source/tree/Packages"
+            os_tree, debug_tree = _rel(layout, repo.id, arch, "os"), _rel(layout, repo.id, arch, "debug")
+            variant.paths.os_tree[arch] = variant.paths.repository[arch] = os_tree
+            variant.paths.packages[arch] = f"{os_tree}/Packages"
+            variant.paths.debug_tree[arch] = variant.paths.debug_repository[arch] = debug_tree
+            variant.paths.debug_packages[arch] = f"{debug_tree}/Packages"
+            variant.paths.source_tree[arch] = variant.paths.source_repository[arch] = source
+            variant.paths.source_packages[arch] = f"{source}/Packages"
             if repo.dir in iso_variants and arch in arches:
                 variant.paths.isos[arch] = f"isos/{arch}"
             if has_images and repo.dir == "BaseOS" and arch in arches:
                 variant.paths.images[arch] = f"images/{arch}"
         ci.variants.add(variant)
     return ci
+
+
+def _rel(layout: ComposeLayout, repo_id: str, arch: str, kind: str) -> str:
+    return str(layout.repo_tree(repo_id, arch, kind).relative_to(layout.compose))
 
 
 @dataclass(frozen=True)
@@ -193,5 +198,7 @@ def dump(meta, path: Path) -> Path:
 def iso_variants(layout: ComposeLayout, image_names: Iterable[str]) -> set[str]:
     """Variants (on-disk names) that get ISO paths: the lorax variant (boot ISO) and each built image's variant."""
     profile = layout.profile
-    ids = {profile.lorax.variant, *(profile.iso_images[name].variant for name in image_names)}
+    if profile.lorax is None:
+        return set()  # a SIG's compose: repos only, no variant gets ISO paths
+    ids = {profile.lorax_settings().variant, *(profile.iso_images[name].variant for name in image_names)}
     return {profile.repo(i).dir if i in profile.repo_ids else i for i in ids}

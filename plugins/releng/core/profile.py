@@ -29,6 +29,12 @@ _DISTTAG_RE = re.compile(r"^[a-z]+[0-9]+$")
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _KEY_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_SIG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+# What a release is published as: stable releases are promoted to production; beta and lookahead live only in
+# staging (their own compose root, staging directory and link) and are never promoted.
+STABLE, BETA, LOOKAHEAD = "stable", "beta", "lookahead"
+CHANNELS = (STABLE, BETA, LOOKAHEAD)
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,23 @@ class ReleaseProfile:
     repos: tuple[Repo, ...]
     repoclosure: Mapping[str, tuple[str, ...]]
     iso_images: Mapping[str, IsoImage]
-    lorax: LoraxSettings
+    lorax: LoraxSettings | None
     cloud_images: Mapping[str, CloudImage] = field(default_factory=dict)
     extra_files: ExtraFiles | None = None
+    channel: str = STABLE
+    sig: str | None = None
+
+    @property
+    def promotable(self) -> bool:
+        """Only the stable channel reaches production; beta and lookahead stay in staging by design."""
+        return self.channel == STABLE
+
+    def lorax_settings(self) -> LoraxSettings:
+        """``iso.lorax``; a SIG profile has none (it builds no installer and no ISO)."""
+        if self.lorax is None:
+            raise ProfileError([Problem(str(self.path), "iso.lorax", f"{self.name} is a SIG profile (sig: {self.sig}): "
+                                        "it has no installer or ISOs to build")])
+        return self.lorax
 
     def repo(self, repo_id: str) -> Repo:
         """The repo with this build-system id; KeyError names the known ids."""
@@ -273,7 +293,7 @@ def _join(parent: str, name: str) -> str:
 _TOP_KEYS = (
     "name", "fullname", "distname", "shortname", "revision", "rclvl", "major", "minor", "profile",
     "disttag", "bugurl", "checksum", "arches", "build_system", "gpg_keys", "repos", "repoclosure",
-    "iso", "cloud_images", "extra_files",
+    "iso", "cloud_images", "extra_files", "channel", "sig",
 )
 
 
@@ -368,19 +388,35 @@ def load_profile(path: str | Path) -> ReleaseProfile:
         if ok and dep_list is not None:
             repoclosure[str(repo_id)] = dep_list
 
-    iso_images, lorax = _check_iso(c, top, repo_ref)
-    cloud_images = _check_cloud(c, top, arches)
+    channel = c.text(top, "", "channel", default=STABLE)
+    if channel and channel not in CHANNELS:
+        c.problem("channel", f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)} (absent means stable)")
+    sig = c.text(top, "", "sig", _SIG_RE, "the SIG's short name: lower-case letters, digits and '-', e.g. cloud",
+                 default=None)
+    if sig:
+        if channel and channel != STABLE:
+            c.problem("channel", f"a SIG profile is published under mirror/pub/sig and has no {channel} channel; "
+                                 "remove channel")
+        for key in ("iso", "cloud_images"):
+            if key in top:
+                c.problem(key, f"a SIG profile (sig: {sig}) builds no ISOs or images; remove {key}")
+        iso_images: dict[str, IsoImage] = {}
+        lorax: LoraxSettings | None = None
+        cloud_images: dict[str, CloudImage] = {}
+    else:
+        iso_images, lorax = _check_iso(c, top, repo_ref)
+        cloud_images = _check_cloud(c, top, arches)
     extra_files = _check_extra_files(c, top)
 
     if c.problems:
         raise ProfileError(c.problems)
-    assert project_id is not None and lorax is not None  # both are problems above when missing
+    assert project_id is not None and (lorax is not None or sig)  # problems above when missing
     return ReleaseProfile(
         path=path, name=name, fullname=fullname, distname=distname, shortname=shortname, revision=revision,
         rclvl=rclvl, major=major, minor=minor, profile=profile, disttag=disttag, bugurl=bugurl,
         checksum=checksum, arches=arches, project_id=project_id, gpg_keys=gpg_keys, repos=repos,
         repoclosure=repoclosure, iso_images=iso_images, lorax=lorax, cloud_images=cloud_images,
-        extra_files=extra_files,
+        extra_files=extra_files, channel=channel or STABLE, sig=sig,
     )
 
 

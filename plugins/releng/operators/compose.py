@@ -63,10 +63,11 @@ class PrepareComposeOperator(BaseOperator):
 def plan_items(summary: Mapping, kind: str) -> list[dict]:
     """One work list of the compose (``PLAN_KINDS``), each item carrying the summary."""
     params = ComposeSummary.from_xcom(summary).params
-    plan = prepare_compose.plan_compose(load_release(summary["release"]), params)
+    profile = load_release(summary["release"])
+    plan = prepare_compose.plan_compose(profile, params)
     if kind == "kickstart":  # primary arches only: multilib i686 has os and debug trees but no installer tree
         return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
-                for i in plan.reposync if i["kind"] == "os" and i["primary"] and params.full_run]
+                for i in plan.reposync if i["kind"] == "os" and i["primary"] and params.full_run and not profile.sig]
     return [{k: v for k, v in item.items() if k != "primary"} | {"summary": summary} for item in getattr(plan, kind)]
 
 

@@ -31,7 +31,13 @@ from releng.core.promotion import (
     verify_production,
 )
 from releng.core.promotion.base import PromotionError
-from releng.core.promotion.target import PromotionTarget, state_dir
+from releng.core.promotion.target import (
+    NotPromotable,
+    PromotionTarget,
+    choose_release,
+    promotable_profile,
+    state_dir,
+)
 from releng.core.repo.repomd import RepoError
 from releng.core.rsync import PHASES
 from releng.core.settings import Settings, settings
@@ -86,6 +92,7 @@ class PromotionReportOperator(BaseOperator):
         dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
                      else self.allow_large_delete)
+        self._refuse_unpromotable(context)
         self._take_staging_lease(context)
         try:
             summary = change_report.change_report(
@@ -99,6 +106,20 @@ class PromotionReportOperator(BaseOperator):
             give_back(context, self.log, settings().staging_root)
             raise
         return summary.to_xcom()
+
+    def _refuse_unpromotable(self, context: Context) -> None:
+        """A beta or lookahead release is refused before the lease is taken and before any tree is read: failed
+        when a person asked for it, skipped (nothing to do) when its own staging event started the run."""
+        events = [] if self.release else _staging_event_extras(context)
+        try:
+            release, _rc, _events = choose_release(self.release, self.rc, context["params"], events)
+            promotable_profile(release, settings())
+        except NotPromotable as exc:
+            if events:
+                raise AirflowSkipException(str(exc)) from None
+            raise AirflowFailException(str(exc)) from None
+        except (PromotionError, ProfileError):
+            return  # change_report says what is wrong, with the run's record
 
     def _take_staging_lease(self, context: Context) -> None:
         """Wait (up to ``lease_wait`` seconds) for the staging lease; the wait is logged once a minute."""

@@ -305,7 +305,7 @@ def image_records(layout: ComposeLayout, directory: Path, arch: str, kind: str,
         if kind == "iso":
             image_name = path.name.rsplit("-", 1)[1].removesuffix(".iso")
             variant = (layout.profile.iso_images[image_name].variant if image_name in layout.profile.iso_images
-                       else layout.profile.lorax.variant)
+                       else layout.profile.lorax_settings().variant)
             out.append(metadata.ImageRecord(
                 rel, arch, variant, "boot" if image_name == "boot" else "dvd", "iso", st.st_size,
                 int(st.st_mtime), sha, volume_id=layout.volid(arch, rc), bootable=True,
@@ -349,7 +349,9 @@ def compose_trees(layout: ComposeLayout, arches: Iterable[str],
                   full_run: bool) -> Iterator[tuple[Repo, str, str, Path]]:
     """(repo, arch, kind, tree) of every repo tree this compose made."""
     profile = layout.profile
-    kinds = ("os", "kickstart", "debug") if full_run else ("os",)
+    kinds: tuple[str, ...] = ("os", "kickstart", "debug") if full_run else ("os",)
+    if profile.sig:
+        kinds = tuple(k for k in kinds if k != "kickstart")  # a SIG has no installer, so no kickstart trees
     for repo in profile.repos:
         for arch in profile.repo_arches(repo.id, arches):
             for kind in kinds:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from releng.core.compose.status import write_status
 from releng.core.fs import atomic_write
-from releng.core.layout import COMPOSE_ID_RE, ComposeLayout, LayoutError, compose_id
+from releng.core.layout import COMPOSE_ID_RE, ComposeLayout, LayoutError, compose_id, compose_major_dir
 from releng.core.profile import ReleaseProfile
 
 
@@ -60,7 +60,8 @@ def validate_params(profile: ReleaseProfile, raw: Mapping) -> ComposeParams:
         problems.append("arches lists an arch twice")
     buildable = [n for n, img in profile.iso_images.items() if img.disc and not img.isoskip]
     requested = raw.get("extra_isos")
-    images = list(buildable if requested is None else requested)
+    # a SIG builds repos only: the form's extra ISOs do not apply (its lorax, DVD and image lists stay empty)
+    images = [] if profile.sig else list(buildable if requested is None else requested)
     for name in images:
         image = profile.iso_images.get(name)
         if image is None:
@@ -72,6 +73,9 @@ def validate_params(profile: ReleaseProfile, raw: Mapping) -> ComposeParams:
             problems.append(f"extra ISO {name!r} is marked isoskip in {profile.name}; remove it or change the profile")
     full_run = bool(raw.get("full_run", True))
     repoclosure = bool(raw.get("repoclosure", True))
+    if raw.get("rc") and profile.sig:
+        problems.append(f"{profile.name} is a SIG compose (sig: {profile.sig}); a SIG has no release candidates: "
+                        "clear rc")
     if raw.get("rc") and not full_run:
         problems.append("a release candidate must be a full run (debug, source and kickstart trees, cloud images); "
                         "set full_run or clear rc")
@@ -132,7 +136,7 @@ def claim_compose(profile: ReleaseProfile, compose_root: Path, timestamp: str, r
     if not run_id or "\n" in run_id:
         raise ValueError(f"run id {run_id!r} cannot own a compose")
     base = compose_id(profile, timestamp)
-    major_dir = Path(compose_root) / str(profile.major)
+    major_dir = compose_major_dir(profile, compose_root)
     major_dir.mkdir(parents=True, exist_ok=True)
     for top in sorted(major_dir.glob(f"{base}.*")):
         if top.name[len(base) + 1:].isdigit() and not top.is_symlink() and compose_owner(top) == run_id:
@@ -180,8 +184,9 @@ def compose_layout(profile: ReleaseProfile, compose: str | os.PathLike, compose_
     if not top.is_absolute() or not COMPOSE_ID_RE.match(top.name):
         raise LayoutError(f"compose {ref!r} is neither a compose id (<Short>-<X.Y>-<YYYYMMDD.HHMMSS>[.<n>]) nor "
                           f"the absolute path of a compose directory")
-    if top.parent.name != str(profile.major):
-        raise LayoutError(f"compose directory {top} is not under a {profile.major}/ directory; "
+    expected = compose_major_dir(profile, top.parent.parent).name
+    if top.parent.name != expected:
+        raise LayoutError(f"compose directory {top} is not under a {expected}/ directory; "
                           f"it does not belong to {profile.name}")
     return ComposeLayout(profile, top.parent.parent, top.name)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from releng.core import rsync
 from releng.core.checksums import file_digest
 from releng.core.fs import human_bytes
+from releng.core.layout import SIG_CATEGORY
 from releng.core.promotion import approval
 from releng.core.promotion.base import Log, PromotionError, quiet, utc_now
 from releng.core.promotion.lock import production_lock
@@ -48,8 +49,10 @@ def file_sha256(path: Path) -> str:
     return file_digest(path, "sha256")
 
 
-def _repo_label(rel: str) -> dict:
+def _repo_label(rel: str, sig: bool = False) -> dict:
     parts = rel.split("/") if rel != "." else []
+    if sig and len(parts) >= 2:  # a SIG's trees are <arch>/<Repo>[-debug] and source/<Repo>
+        return {"path": rel, "repo": parts[1], "arch": parts[0], "tree": "/".join(parts[2:])}
     repo = parts[0] if parts else "."
     if len(parts) > 1 and parts[1] == "source":
         return {"path": rel, "repo": repo, "arch": "source", "tree": "/".join(parts[2:])}
@@ -295,7 +298,8 @@ def _repo_changes(target: PromotionTarget, items: list[dict], log: Log) -> dict:
     other = {"files": 0, "bytes": 0, "deletes": 0}
     for i in items:
         rel = index.repo_of(i["path"])
-        bucket = other if rel is None else repos.setdefault(rel, {**_repo_label(rel), "files": 0, "bytes": 0,
+        sig = target.category == SIG_CATEGORY
+        bucket = other if rel is None else repos.setdefault(rel, {**_repo_label(rel, sig), "files": 0, "bytes": 0,
                                                                   "deletes": 0})
         if i["phase"] == "deletions":
             bucket["deletes"] += i["type"] != "d"

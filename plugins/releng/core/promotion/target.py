@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releng.core.layout import LayoutError, ReleaseTrees
-from releng.core.profile import find_profile, profile_names
+from releng.core.profile import ReleaseProfile, find_profile, profile_names
 from releng.core.promotion.base import PromotionError, slug
 from releng.core.settings import Settings
 
@@ -118,13 +118,29 @@ def check_event_staging_dir(target: PromotionTarget, event_extras: Sequence[Mapp
                              "disagree on the RELENG_STAGING_ROOT setting or the release directory")
 
 
-def resolve_target(release: str, rc: bool, cfg: Settings) -> PromotionTarget:
-    """Check the release and both directories before anything touches a tree."""
+class NotPromotable(PromotionError):
+    """The release's channel never reaches production (beta, lookahead): refused by design, before any tree is
+    read."""
+
+
+def promotable_profile(release: str, cfg: Settings) -> ReleaseProfile:
+    """The profile of a release a promotion may publish; PromotionError for an unknown release, NotPromotable for a
+    beta or lookahead release. Reads the profile only, no tree."""
     known = profile_names(cfg.config_dir)
     if not isinstance(release, str) or release not in known:
         raise PromotionError(f"unknown release {release!r}; known releases: {', '.join(known) or 'none'} "
                              f"(profiles in {cfg.config_dir})")
     profile = find_profile(release, cfg.config_dir)
+    if not profile.promotable:
+        raise NotPromotable(f"{release} is a {profile.channel} release (channel: {profile.channel}): {profile.channel} "
+                            "releases live only in staging and are never promoted to production, by design. Nothing "
+                            "was read or changed. Its staging directory is what users of the channel download")
+    return profile
+
+
+def resolve_target(release: str, rc: bool, cfg: Settings) -> PromotionTarget:
+    """Check the release and both directories before anything touches a tree."""
+    profile = promotable_profile(release, cfg)
     trees = ReleaseTrees(profile, Path(cfg.staging_root), Path(cfg.production_root))
     try:
         staging_dir, production_dir = trees.staging_dir(rc), trees.production_dir()
@@ -148,7 +164,7 @@ def resolve_target(release: str, rc: bool, cfg: Settings) -> PromotionTarget:
         raise PromotionError(f"staging {real_staging} and production {real_production} overlap; "
                              "RELENG_STAGING_ROOT and RELENG_PRODUCTION_ROOT must be separate trees")
     return PromotionTarget(release, rc, profile.revision, staging_dir, production_dir, production_category,
-                           profile.shortname.lower(), StateDir(Path(cfg.production_root) / STATE_DIR))
+                           trees.category_name, StateDir(Path(cfg.production_root) / STATE_DIR))
 
 
 def choose_release(release: str | None, rc: bool | None, params: Mapping,

@@ -1,4 +1,5 @@
-"""sync_to_staging of both DAGs: one rsync step runner into a staging release directory, never deleting.
+"""sync_to_staging of both DAGs: one rsync step runner into a staging release directory, never deleting
+(except a SIG's: see :func:`stage_compose`).
 
 Staging is web-served (``/stg``), so a full compose goes in the production
 order: payload (everything but repodata), then repodata data files, then
@@ -52,6 +53,13 @@ def _quiet(_message: str) -> None:
 
 class StagingError(ValueError):
     """What was asked cannot be staged (an unfinished compose, a real directory where a link goes)."""
+
+
+def deletions_argv(source: Path, dest: Path) -> list[str]:
+    """Delete from ``dest/`` what ``source/`` no longer has, copying nothing (``--existing --ignore-existing``):
+    the last step of a SIG's staging, whose staging directory is an exact copy of its compose."""
+    return ["rsync", "--recursive", *rsync.TREE_FLAGS, "--delete", "--existing", "--ignore-existing", "--stats",
+            rsync.OUT_FORMAT, rsync._tree_root(source, "compose directory"), rsync._tree_root(dest, "SIG directory")]
 
 
 def staging_argv(step: str, source: Path, dest: Path) -> list[str]:
@@ -175,6 +183,11 @@ def stage_compose(layout: ComposeLayout, trees: ReleaseTrees, rc: bool, *, signi
                   gnupghome: Path | None = None, log: Log = _quiet) -> ComposeStaging:
     """Stage a finalized compose (every step of :data:`STEPS`) and point the staging links at it.
 
+    The links depend on the channel (``latest-<major>`` and ``<X.Y>``; ``<major>-BETA``; ``<major>-LookAhead``).
+    A SIG (``mirror/pub/sig/<major>/<sig>``) is an exact copy of its compose: after the three steps, what the
+    compose no longer has is deleted from that directory only (the old sync-to-staging-sig.sh never deleted a
+    directory gone from the compose).
+
     StagingError when the compose's STATUS is not FINISHED(_INCOMPLETE), SigningError when ``signing_key`` is
     not in the keyring (both before anything is copied), RsyncError when rsync fails.
     """
@@ -183,7 +196,15 @@ def stage_compose(layout: ComposeLayout, trees: ReleaseTrees, rc: bool, *, signi
         raise StagingError(f"compose {layout.compose_id} STATUS is {status or 'missing'}, not FINISHED: only a "
                            "finalized compose is staged; let finalize_compose run (clear it) and then this task")
     dest = trees.staging_dir(rc)
-    changes = sync_steps(layout.compose, dest, signing_key=signing_key, gnupghome=gnupghome, log=log)
+    changes = sync_steps(layout.published, dest, signing_key=signing_key, gnupghome=gnupghome, log=log)
+    if layout.profile.sig:
+        # rsync --delete scoped to this SIG's directory, after the new repodata is in place
+        result = rsync.run(deletions_argv(layout.published, dest), source_root=layout.published, log=log,
+                           what="staging deletions")
+        deleted = [c.path for c in result.changes if c.is_delete]
+        changes["deletions"] = len(deleted)
+        log(f"staging deletions: {len(deleted)} paths gone from the compose removed from {dest}"
+            f"{': ' + ', '.join(deleted[:20]) if deleted else ''}")
     links = point_links(trees, rc)
     return ComposeStaging(layout.profile.name, bool(rc), str(dest), layout.compose_id, changes, links)
 

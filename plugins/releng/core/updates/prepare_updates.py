@@ -177,6 +177,10 @@ def prepare_updates(profile: ReleaseProfile, raw_params: Mapping, site: Settings
                     timestamp: str) -> tuple[UpdatesSummary, UpdatesPlan]:
     """Check the run (params, staging release directory, signing key), lay out the work area and the closure
     view. UpdatesError, with nothing written, when a check fails."""
+    if profile.sig:
+        raise UpdatesError(f"{profile.name} is a SIG (sig: {profile.sig}): its staging directory is an exact copy of "
+                           "its latest compose, so it gets new packages with a new full_compose run, not with "
+                           "general_updates")
     run = validate_params(profile, raw_params)
     staging_dir = release_staging_dir(profile, site.staging_root, site.production_root, run.rc)
     if not staging_dir.is_dir():

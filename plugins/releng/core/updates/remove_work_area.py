@@ -7,12 +7,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from releng.core.layout import compose_major_dir
 from releng.core.profile import ReleaseProfile
 
 
 def work_areas(profile: ReleaseProfile, compose_root: Path) -> list[Path]:
     """The release's updates work areas under ``compose_root``: a run's own and those failed runs left."""
-    major_dir = Path(compose_root) / str(profile.major)
+    major_dir = compose_major_dir(profile, compose_root)
     prefix = f"{profile.shortname}-{profile.revision}-updates-"
     return sorted(p for p in major_dir.glob(f"{prefix}*") if p.is_dir() and not p.is_symlink())
 
