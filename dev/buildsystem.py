@@ -10,6 +10,9 @@ packages), signs them with a throwaway key, writes repodata with createrepo_c
     <root>/http/v1/projects/<project_id>/repo/[hashed-]<Repo>/src              source repo
     <root>/keys/<key name from the profile>                                    the throwaway public key
 
+A beta or lookahead profile of the same major, repos and arches as a stable one gets that release's packages:
+its project directory is a link to the stable project's, so they are built once (:func:`package_source`).
+
 ``serve`` answers like yumrepofs: package downloads are 302 redirects to a blob
 path, and faults (404/500 for a path prefix) can be switched on for tests.
 
@@ -37,7 +40,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from releng.core.gpg import agent_session
-from releng.core.profile import ReleaseProfile, load_profile, profile_paths
+from releng.core.profile import STABLE, ReleaseProfile, load_profile, profile_paths
 from releng.core.repo.metadata import open_metadata
 from releng.core.repo.repomd import read_repomd, tree_path
 
@@ -361,6 +364,18 @@ def build(root: Path, profiles: Sequence[ReleaseProfile], *, log=print, extra_pa
     return fixture
 
 
+def package_source(profile: ReleaseProfile, profiles: Sequence[ReleaseProfile]) -> ReleaseProfile | None:
+    """The stable profile whose packages a beta or lookahead ``profile`` serves (same major, repos and arches
+    within its arches), or None when it gets packages of its own."""
+    if profile.channel == STABLE or profile.sig:
+        return None
+    for other in profiles:
+        if (other.channel == STABLE and not other.sig and other.major == profile.major and other.repos == profile.repos
+                and set(profile.arches) <= set(other.arches)):
+            return other
+    return None
+
+
 def _build(fixture: Fixture, gnupg: Path, profiles: Sequence[ReleaseProfile], extra_packages: int, log) -> None:
     """The key, the packages (built and signed) and the repos of a new fixture."""
     fpr = _gen_key(gnupg)
@@ -373,14 +388,23 @@ def _build(fixture: Fixture, gnupg: Path, profiles: Sequence[ReleaseProfile], ex
         for name in p.gpg_keys:
             (fixture.key_dir / name).write_text(pub)
 
+    sources = {p.name: package_source(p, profiles) for p in profiles}
+    own = [p for p in profiles if sources[p.name] is None]
     workers = os.cpu_count() or 2
     with tempfile.TemporaryDirectory(prefix="fixture-rpmbuild-") as tmp, ThreadPoolExecutor(workers) as pool:
-        built = _build_rpms(pool, Path(tmp), profiles, extra_packages)
+        built = _build_rpms(pool, Path(tmp), own, extra_packages)
         _sign([rpm for rpms in built.values() for rpm in rpms], gnupg, fpr)
         log(f"fixture build system: built and signed {sum(len(r) for r in built.values())} packages")
-        repos = list(_plan_repos(fixture, profiles, built, extra_packages))
+        repos = list(_plan_repos(fixture, own, built, extra_packages))
         for job in [pool.submit(write_repo, path, rpms, gnupg=gnupg, fpr=fpr, **kw) for path, rpms, kw in repos]:
             job.result()
+    for p in profiles:
+        source = sources[p.name]
+        if source is not None:  # the same repos under the profile's own project id
+            project = fixture.http_root / "v1" / "projects" / p.project_id
+            project.symlink_to(source.project_id, target_is_directory=True)
+            fixture.profiles[p.name] = {"project_id": p.project_id, "repos": fixture.profiles[source.name]["repos"]}
+            log(f"fixture build system: {p.name} ({p.channel}) serves {source.name}'s packages")
     log(f"fixture build system: wrote {len(repos)} repos under {fixture.http_root}")
 
 

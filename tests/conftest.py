@@ -83,11 +83,27 @@ def el9():
 
 
 @pytest.fixture(scope="session")
-def fixture_buildsystem(el9):
-    """The el9 fixture build system, cached in .stack/test-cache across runs (rebuilt when its inputs change)."""
+def el9lh():
+    from releng.core.profile import load_profile
+
+    return load_profile(ROOT / "config" / "releases" / "el9lh.yaml")
+
+
+@pytest.fixture(scope="session")
+def el9_sig():
+    from releng.core.profile import load_profile
+
+    return load_profile(ROOT / "config" / "releases" / "el9-sig-cloud.yaml")
+
+
+@pytest.fixture(scope="session")
+def fixture_buildsystem(el9, el9lh, el9_sig):
+    """The fixture build system of el9, its lookahead (el9's packages under its own project) and the cloud SIG,
+    cached in .stack/test-cache across runs (rebuilt when its inputs change)."""
     from dev import buildsystem
 
-    return buildsystem.build(ROOT / ".stack" / "test-cache" / "buildsystem", [el9], log=lambda _msg: None)
+    return buildsystem.build(ROOT / ".stack" / "test-cache" / "buildsystem", [el9, el9lh, el9_sig],
+                             log=lambda _msg: None)
 
 
 @pytest.fixture(scope="session")
