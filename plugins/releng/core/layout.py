@@ -88,12 +88,50 @@ def compose_id(profile: ReleaseProfile, timestamp: str, respin: int | None = Non
     return cid
 
 
+def variant_id(repo_dir: str) -> str:
+    """A repo's productmd variant id: its directory name without what productmd refuses (``cloud-common`` is
+    ``cloudcommon``; ``BaseOS`` stays ``BaseOS``)."""
+    vid = re.sub(r"[^A-Za-z0-9]", "", repo_dir)
+    if not vid:
+        raise LayoutError(f"repo directory {repo_dir!r} gives no productmd variant id (letters and digits)")
+    return vid
+
+
 def rc_suffix(profile: ReleaseProfile, rc: bool) -> str:
     return f"-{safe_part(profile.rclvl, 'rc level')}" if rc else ""
 
 
 def repo_dir_name(profile: ReleaseProfile, repo_id: str) -> str:
     return profile.repo(repo_id).dir
+
+
+def published_dir(profile: ReleaseProfile, compose_dir: Path) -> Path:
+    """What of a compose's ``compose/`` directory is staged: all of it, or a SIG's ``<major>/<sig>``."""
+    if profile.sig:
+        return Path(compose_dir) / str(profile.major) / safe_part(profile.sig, "SIG name")
+    return Path(compose_dir)
+
+
+def repo_tree(profile: ReleaseProfile, compose_dir: Path, repo_id: str, arch: str, kind: str = "os") -> Path:
+    """A repo tree under a compose's ``compose/`` directory: ``<Repo>/<arch>/os``, ``kickstart``, ``debug``
+    (``<arch>/debug/tree``) or ``source`` (``source/tree``); a SIG's ``<major>/<sig>/<arch>/<Repo>``,
+    ``<arch>/<Repo>-debug`` or ``source/<Repo>`` (no kickstart trees)."""
+    if profile.sig:
+        name = repo_dir_name(profile, repo_id)
+        root = published_dir(profile, compose_dir)
+        if kind == "source":
+            return root / "source" / name
+        if kind in ("os", "debug"):
+            return root / safe_part(arch, "arch") / (name if kind == "os" else f"{name}-debug")
+        raise LayoutError(f"a SIG compose has no {kind!r} trees; use os, debug or source")
+    base = Path(compose_dir) / repo_dir_name(profile, repo_id)
+    if kind == "source":
+        return base / "source" / "tree"
+    if kind == "debug":
+        return base / safe_part(arch, "arch") / "debug" / "tree"
+    if kind in ("os", "kickstart"):
+        return base / safe_part(arch, "arch") / kind
+    raise LayoutError(f"unknown tree kind {kind!r}; use os, kickstart, debug or source")
 
 
 @dataclass(frozen=True)
@@ -155,29 +193,12 @@ class ComposeLayout:
     @property
     def published(self) -> Path:
         """The part of the compose that is staged: ``compose/``, or a SIG's ``compose/<major>/<sig>``."""
-        if self.profile.sig:
-            return self.compose / str(self.profile.major) / safe_part(self.profile.sig, "SIG name")
-        return self.compose
+        return published_dir(self.profile, self.compose)
 
     # --- repos ---------------------------------------------------------------------------
     def repo_tree(self, repo_id: str, arch: str, kind: str = "os") -> Path:
-        """``os``, ``kickstart``, ``debug`` (``<arch>/debug/tree``) or ``source`` (``source/tree``); a SIG's
-        ``<arch>/<Repo>``, ``<arch>/<Repo>-debug`` or ``source/<Repo>`` (no kickstart trees)."""
-        if self.profile.sig:
-            name = repo_dir_name(self.profile, repo_id)
-            if kind == "source":
-                return self.published / "source" / name
-            if kind in ("os", "debug"):
-                return self.published / safe_part(arch, "arch") / (name if kind == "os" else f"{name}-debug")
-            raise LayoutError(f"a SIG compose has no {kind!r} trees; use os, debug or source")
-        base = self.compose / repo_dir_name(self.profile, repo_id)
-        if kind == "source":
-            return base / "source" / "tree"
-        if kind == "debug":
-            return base / safe_part(arch, "arch") / "debug" / "tree"
-        if kind in ("os", "kickstart"):
-            return base / safe_part(arch, "arch") / kind
-        raise LayoutError(f"unknown tree kind {kind!r}; use os, kickstart, debug or source")
+        """See :func:`repo_tree`."""
+        return repo_tree(self.profile, self.compose, repo_id, arch, kind)
 
     # --- work areas ----------------------------------------------------------------------
     def lorax_dir(self, arch: str) -> Path:

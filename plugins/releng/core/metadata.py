@@ -16,7 +16,7 @@ import productmd.rpms as pm_rpms
 
 from releng.core.checksums import parse_checksum_file
 from releng.core.fs import atomic_write
-from releng.core.layout import ComposeLayout
+from releng.core.layout import ComposeLayout, variant_id
 from releng.core.run import run
 
 # cloud image format (profile) -> (productmd type, productmd format); Vagrant boxes depend on the variant.
@@ -67,7 +67,8 @@ def compose_info(layout: ComposeLayout, arches: Iterable[str], date: str, rc: bo
     iso_variants = set(iso_variants)
     for repo in profile.repos:
         variant = pm_composeinfo.Variant(ci)
-        variant.id = variant.uid = variant.name = repo.dir
+        variant.id = variant.uid = variant_id(repo.dir)
+        variant.name = repo.dir
         variant.type = "variant"
         repo_arches = profile.repo_arches(repo.id, arches)
         variant.arches = set(repo_arches)

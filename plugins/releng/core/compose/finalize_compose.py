@@ -21,7 +21,7 @@ from releng.core.checksums import checksum_text, read_checksum_file, write_check
 from releng.core.compose.prepare_compose import ComposePlan, ComposeSummary, plan_compose
 from releng.core.compose.status import reopen, write_status
 from releng.core.fs import swap_symlink
-from releng.core.layout import ComposeLayout, LayoutError, download_path
+from releng.core.layout import ComposeLayout, LayoutError, download_path, variant_id
 from releng.core.log import Logger
 from releng.core.profile import ReleaseProfile, Repo
 from releng.core.repo.primary import iter_packages
@@ -369,7 +369,7 @@ def rpm_records(layout: ComposeLayout, arches: Iterable[str], full_run: bool) ->
     arches = tuple(arches)
     timestamp = layout.timestamp
     for repo, arch, kind, tree in compose_trees(layout, arches, full_run):
-        write_repo_treeinfo(tree, layout.profile, arch, repo.dir, timestamp)
+        write_repo_treeinfo(tree, layout.profile, arch, variant_id(repo.dir), timestamp)
         if kind == "kickstart":
             continue  # the same packages as os; rpms.json lists each package once per variant and arch
         packages = list(iter_packages(tree))
@@ -381,4 +381,5 @@ def rpm_records(layout: ComposeLayout, arches: Iterable[str], full_run: bool) ->
             path = str((tree / p.href).relative_to(layout.compose))
             srpm = None if kind == "source" else metadata.srpm_nevra(p.sourcerpm, p.epoch)
             for record_arch in record_arches:
-                yield metadata.RpmRecord(repo.dir, record_arch, p.nevra, path, keys[tree / p.href], category, srpm)
+                yield metadata.RpmRecord(variant_id(repo.dir), record_arch, p.nevra, path, keys[tree / p.href],
+                                         category, srpm)

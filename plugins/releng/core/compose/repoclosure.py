@@ -16,7 +16,7 @@ from pathlib import Path
 
 from releng.core import dnf
 from releng.core.arches import COMPATIBLE_ARCHES
-from releng.core.layout import LayoutError, safe_part
+from releng.core.layout import LayoutError, repo_tree, safe_part
 from releng.core.profile import ReleaseProfile
 from releng.core.repo.dnf_output import parse_repoclosure
 from releng.core.repo.primary import iter_packages
@@ -87,7 +87,7 @@ def repoclosure(profile: ReleaseProfile, repo: str, arch: str, *, compose_dir: P
         raise ClosureRefused(f"{repo} in {profile.name} has no arch {arch!r}; "
                              f"it has {', '.join(profile.repo_arches(repo))}")
     repos = (repo, *profile.repoclosure[repo])
-    trees = {r: Path(compose_dir) / profile.repo(r).dir / arch / "os" for r in repos}
+    trees = {r: repo_tree(profile, Path(compose_dir), r, arch) for r in repos}
     unsynced = [str(t) for t in trees.values() if not (t / REPOMD).is_file()]
     if unsynced:
         raise ClosureRefused(f"repoclosure of {repo} {arch} needs these synced trees, which have no "
