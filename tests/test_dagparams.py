@@ -30,9 +30,12 @@ def release_schema(bag, dag_id: str) -> dict:
 
 
 def configs(tmp_path: Path, broken: dict[str, tuple[str, str]]) -> Path:
-    """The shipped profiles, with ``{name: (old, new)}`` text replacements that break some of them."""
+    """The shipped stable profiles (el8, el9, el10; the others' order is tests/core/test_releases.py's), with
+    ``{name: (old, new)}`` text replacements that break some of them."""
     config = tmp_path / "releases"
-    shutil.copytree(RELEASES, config)
+    config.mkdir()
+    for name in ("el8", "el9", "el10"):
+        shutil.copy(RELEASES / f"{name}.yaml", config)
     for name, (old, new) in broken.items():
         path = config / f"{name}.yaml"
         text = path.read_text()

@@ -63,8 +63,9 @@ def test_el9_facts():
 
 
 def test_profile_lookup_names_the_available_profiles(tmp_path):
-    assert profile_names(RELEASES) == ["el10", "el8", "el9"]
-    with pytest.raises(ProfileError, match="no release profile 'el7'; available: el10, el8, el9"):
+    assert profile_names(RELEASES) == ["el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"]
+    with pytest.raises(ProfileError, match="no release profile 'el7'; available: el10, el8, el9-beta, "
+                                           "el9-sig-cloud, el9, el9lh"):
         find_profile("el7", RELEASES)
     with pytest.raises(ProfileError, match="is not a profile name"):
         find_profile("../el9", RELEASES)
@@ -224,7 +225,9 @@ def test_cli_accepts_the_shipped_profiles():
     result = _cli("validate", "config/releases")
     assert result.returncode == 0, result.stderr
     assert "config/releases/el9.yaml: ok (Rocky Linux 9.7" in result.stdout
-    assert len(result.stdout.splitlines()) == 3
+    assert len(result.stdout.splitlines()) == 6
+    assert "config/releases/el9lh.yaml: ok (Rocky Linux 9.8, lookahead channel" in result.stdout
+    assert "config/releases/el9-sig-cloud.yaml: ok (Rocky Linux 9.7, SIG cloud" in result.stdout
 
 
 def test_cli_defaults_to_the_config_dir():

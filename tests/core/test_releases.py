@@ -39,13 +39,16 @@ def _break(config: Path, name: str) -> None:
 
 
 def test_newest_first_compares_versions_as_numbers():
-    def p(name, major, minor):
-        return SimpleNamespace(name=name, major=major, minor=minor)
+    def p(name, major, minor, promotable=True, sig=None):
+        return SimpleNamespace(name=name, major=major, minor=minor, promotable=promotable, sig=sig)
 
     found = newest_first([p("el9", 9, 7), p("el10", 10, 1), p("el9-next", 9, 10), p("el8", 8, 10)])
     assert [r.name for r in found] == ["el10", "el9-next", "el9", "el8"]
     # the same version: the name decides, its digits read as numbers
     assert [r.name for r in newest_first([p("lh9", 9, 7), p("lh10", 9, 7)])] == ["lh10", "lh9"]
+    # stable distribution releases first, then beta and lookahead, then SIGs: a lookahead 9.8 is not the newest el9
+    mixed = [p("el9lh", 9, 8, promotable=False), p("el9", 9, 7), p("sig", 9, 7, sig="cloud"), p("el8", 8, 10)]
+    assert [r.name for r in newest_first(mixed)] == ["el9", "el8", "el9lh", "sig"]
 
 
 def test_the_default_release_is_the_newest_valid_one_unless_set(config):
@@ -59,8 +62,8 @@ def test_a_default_release_setting_naming_no_valid_profile_says_what_to_do(confi
     with pytest.raises(ReleasesError) as err:
         default_release("el11", release_choice(config))
     assert str(err.value) == (f"RELENG_DEFAULT_RELEASE='el11' is not a release profile in RELENG_CONFIG_DIR='{config}'"
-                              "; set RELENG_DEFAULT_RELEASE to one of el10, el9, el8, or unset it to offer the newest "
-                              "release first")
+                              "; set RELENG_DEFAULT_RELEASE to one of el10, el9, el8, el9lh, el9-beta, el9-sig-cloud, or "
+                              "unset it to offer the newest release first")
     _break(config, "el9")
     with pytest.raises(ReleasesError) as err:
         default_release("el9", release_choice(config))
@@ -70,6 +73,7 @@ def test_a_default_release_setting_naming_no_valid_profile_says_what_to_do(confi
 
 
 def test_the_schedule_covers_the_setting_as_listed_or_every_profile_newest_first(config):
+    # every stable distribution release: beta, lookahead and SIGs only when listed
     assert updates_releases((), release_choice(config)) == ["el10", "el9", "el8"]
     assert updates_releases(("el8", "el11", "el9"), release_choice(config)) == ["el8", "el11", "el9"]
     assert unknown_releases(("el8", "el11", "el9"), config) == ["el11"]
@@ -82,7 +86,8 @@ def test_a_release_the_schedule_cannot_update_says_why_and_what_to_do(config):
     with pytest.raises(ReleasesError) as err:
         check_release("el11", config)
     assert str(err.value) == (f"RELENG_UPDATES_RELEASES names 'el11', which is not a release profile in "
-                              f"RELENG_CONFIG_DIR='{config}' (profiles: el10, el8, el9); add el11.yaml there, or "
+                              f"RELENG_CONFIG_DIR='{config}' (profiles: el10, el8, el9-beta, el9-sig-cloud, el9, el9lh); "
+                              "add el11.yaml there, or "
                               "remove el11 from RELENG_UPDATES_RELEASES (empty: every profile)")
     _break(config, "el8")
     with pytest.raises(ReleasesError) as err:

@@ -26,9 +26,17 @@ def _natural(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+def is_distribution(profile: ReleaseProfile) -> bool:
+    """A stable release of the distribution itself: not a beta or lookahead, not a SIG."""
+    return profile.promotable and not profile.sig
+
+
 def newest_first(profiles: Iterable[ReleaseProfile]) -> list[ReleaseProfile]:
-    """The profiles from the newest release to the oldest: by major, then minor, then name (digits as numbers)."""
-    return sorted(profiles, key=lambda p: (p.major, p.minor, _natural(p.name)), reverse=True)
+    """The stable distribution releases from the newest to the oldest (by major, then minor, then name, digits as
+    numbers), then the beta and lookahead releases, then the SIGs, each in the same order."""
+    by_version = sorted(profiles, key=lambda p: (p.major, p.minor, _natural(p.name)), reverse=True)
+    return ([p for p in by_version if is_distribution(p)] + [p for p in by_version if not p.promotable]
+            + [p for p in by_version if p.promotable and p.sig])
 
 
 def _valid_profiles(choice: ReleaseChoice) -> list[ReleaseProfile]:
@@ -56,14 +64,15 @@ def default_release(setting: str, choice: ReleaseChoice) -> str:
 
 def updates_releases(setting: Sequence[str], choice: ReleaseChoice) -> list[str]:
     """The releases a scheduled updates run covers, in order: RELENG_UPDATES_RELEASES as listed, or (empty) every
-    profile of ``choice``, the valid ones newest first, then the invalid ones by name.
+    stable distribution release of ``choice`` newest first, then the invalid profiles by name. Beta, lookahead and
+    SIG releases are updated only when the setting lists them (a SIG never: it gets new packages with a compose).
 
     Names are not checked here: each release gets its own run, and :func:`check_release` fails that release's
     run alone.
     """
     if setting:
         return list(setting)
-    return [p.name for p in newest_first(_valid_profiles(choice))] + sorted(choice.problems)
+    return [p.name for p in newest_first(_valid_profiles(choice)) if is_distribution(p)] + sorted(choice.problems)
 
 
 def unknown_releases(setting: Sequence[str], config_dir: str | Path) -> list[str]:
