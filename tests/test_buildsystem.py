@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -116,13 +117,27 @@ def test_packages_and_repodata_are_signed_with_the_profile_key(fixture_buildsyst
     assert good.returncode == 0, good.stderr
 
 
-def test_rebuild_reuses_an_unchanged_fixture(fixture_buildsystem, el9):
+def test_rebuild_reuses_an_unchanged_fixture(fixture_buildsystem, el9, el9lh, el9_sig):
     from dev import buildsystem
 
     messages = []
-    again = buildsystem.build(fixture_buildsystem.root, [el9], log=messages.append)
+    again = buildsystem.build(fixture_buildsystem.root, [el9, el9lh, el9_sig], log=messages.append)
     assert again.profiles == fixture_buildsystem.profiles
     assert messages and messages[0].startswith("fixture build system: reusing")
+
+
+def test_lookahead_serves_the_stable_packages_and_the_sig_its_own(fixture_buildsystem, el9, el9lh, el9_sig):
+    """el9lh's project is el9's repos under its own project id (built once); the SIG has its own small repos."""
+    fx = fixture_buildsystem
+    lh = fx.repo_dir(el9lh.project_id, "BaseOS", "x86_64")
+    assert (lh / "repodata" / "repomd.xml").is_file()
+    assert os.path.samefile(lh, fx.repo_dir(el9.project_id, "BaseOS", "x86_64"))
+    assert fx.profiles["el9lh"]["repos"] == fx.profiles["el9"]["repos"]
+    assert fx.profiles["el9-sig-cloud"]["repos"]["cloud-kernel"]["x86_64"] == [
+        "cloud-kernel-tools-1.0-1.el9.x86_64.rpm"]
+    for arch in ("x86_64", "aarch64", "src"):
+        repo = fx.repo_dir(el9_sig.project_id, "cloud-common", arch, hashed=True)
+        assert (repo / "repodata" / "repomd.xml").is_file()
 
 
 def _get(url: str) -> tuple[int, dict, bytes]:

@@ -62,8 +62,8 @@ def test_a_default_release_setting_naming_no_valid_profile_says_what_to_do(confi
     with pytest.raises(ReleasesError) as err:
         default_release("el11", release_choice(config))
     assert str(err.value) == (f"RELENG_DEFAULT_RELEASE='el11' is not a release profile in RELENG_CONFIG_DIR='{config}'"
-                              "; set RELENG_DEFAULT_RELEASE to one of el10, el9, el8, el9lh, el9-beta, el9-sig-cloud, or "
-                              "unset it to offer the newest release first")
+                              "; set RELENG_DEFAULT_RELEASE to one of el10, el9, el8, el9lh, el9-beta, el9-sig-cloud, "
+                              "or unset it to offer the newest release first")
     _break(config, "el9")
     with pytest.raises(ReleasesError) as err:
         default_release("el9", release_choice(config))
@@ -86,9 +86,9 @@ def test_a_release_the_schedule_cannot_update_says_why_and_what_to_do(config):
     with pytest.raises(ReleasesError) as err:
         check_release("el11", config)
     assert str(err.value) == (f"RELENG_UPDATES_RELEASES names 'el11', which is not a release profile in "
-                              f"RELENG_CONFIG_DIR='{config}' (profiles: el10, el8, el9-beta, el9-sig-cloud, el9, el9lh); "
-                              "add el11.yaml there, or "
-                              "remove el11 from RELENG_UPDATES_RELEASES (empty: every profile)")
+                              f"RELENG_CONFIG_DIR='{config}' (profiles: el10, el8, el9-beta, el9-sig-cloud, el9, "
+                              "el9lh); add el11.yaml there, or remove el11 from RELENG_UPDATES_RELEASES (empty: every "
+                              "profile)")
     _break(config, "el8")
     with pytest.raises(ReleasesError) as err:
         check_release("el8", config)
