@@ -88,7 +88,7 @@ def test_a_release_the_schedule_cannot_update_says_why_and_what_to_do(config):
     assert str(err.value) == (f"RELENG_UPDATES_RELEASES names 'el11', which is not a release profile in "
                               f"RELENG_CONFIG_DIR='{config}' (profiles: el10, el8, el9-beta, el9-sig-cloud, el9, "
                               "el9lh); add el11.yaml there, or remove el11 from RELENG_UPDATES_RELEASES (empty: every "
-                              "profile)")
+                              "stable distribution release)")
     _break(config, "el8")
     with pytest.raises(ReleasesError) as err:
         check_release("el8", config)

@@ -88,7 +88,7 @@ def check_release(name: str, config_dir: str | Path) -> ReleaseProfile:
         raise ReleasesError(
             f"RELENG_UPDATES_RELEASES names {name!r}, which is not a release profile in RELENG_CONFIG_DIR="
             f"'{config_dir}' (profiles: {', '.join(known) or 'none'}); add {name}.yaml there, or remove {name} from "
-            "RELENG_UPDATES_RELEASES (empty: every profile)")
+            "RELENG_UPDATES_RELEASES (empty: every stable distribution release)")
     try:
         return find_profile(name, config_dir)
     except ProfileError as exc:
