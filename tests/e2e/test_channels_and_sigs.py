@@ -131,7 +131,12 @@ def test_sig_compose_is_staged_and_promoted_under_sig_and_a_dropped_repo_goes(ai
         assert verify_repo(staging / tree).problems(None) == [], tree
     assert not (Path(site["RELENG_STAGING_ROOT"]) / "mirror/pub/rocky").exists()
 
-    _promote_sig({})
+    first = _promote_sig({})
+    (report,) = [ti.xcom_pull(task_ids="change_report") for ti in first.get_task_instances()
+                 if ti.task_id == "change_report"]
+    assert report["subject"].startswith("Promote el9-sig-cloud 9/cloud to production 9/cloud: 2 added")
+    record = json.loads(Path(report["record"]).read_text())  # the report names the SIG's repos and arches
+    assert {(r["repo"], r["arch"]) for r in record["repos"]} == {("cloud-common", "x86_64"), ("cloud-kernel", "x86_64")}
     production_root = Path(site["RELENG_PRODUCTION_ROOT"])
     production = production_root / "mirror/pub/sig/9/cloud"
     assert tree_digest(production) == tree_digest(staging)

@@ -13,8 +13,10 @@ MARKDOWN_PACKAGES = 25
 
 def subject(record: Mapping) -> str:
     t = record["totals"]
-    src = Path(record["staging_dir"]).name
-    return (f"Promote {record['release']} {src} to production {Path(record['production_dir']).name}: "
+    # the release directory below its category: 9.7 (rocky), or 9/cloud for a SIG (sig)
+    dest = Path(record["production_dir"]).relative_to(record["production_category"])
+    src = "/".join(Path(record["staging_dir"]).parts[-len(dest.parts):])
+    return (f"Promote {record['release']} {src} to production {dest}: "
             f"{t['packages']['added']} added, {t['packages']['updated']} updated, {t['packages']['removed']} "
             f"removed packages, {t['deletions']['files']} files deleted")
 
