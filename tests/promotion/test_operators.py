@@ -129,9 +129,9 @@ def test_a_lookahead_or_beta_release_is_refused_before_the_lease_and_any_tree(tr
     op = ops.PromotionReportOperator(task_id="change_report")
     event = {"release": "el9lh", "rc": False, "source": "full_compose",
              "staging_dir": str(trees.staging_root / "mirror/pub/rocky/9.8-LookAhead")}
-    with pytest.raises(AirflowSkipException, match="el9lh is a lookahead release .* never promoted to production"):
+    with pytest.raises(AirflowSkipException, match=r"el9lh is a lookahead release .* never promoted to production"):
         op.execute(_report_context({}, [event]))
-    with pytest.raises(AirflowFailException, match="el9-beta is a beta release .* live only in staging"):
+    with pytest.raises(AirflowFailException, match=r"el9-beta is a beta release .* live only in staging"):
         op.execute(_report_context({"release": "el9-beta"}))
     assert list(trees.production_root.iterdir()) == [] and list(trees.staging_root.iterdir()) == []  # no lease
 
