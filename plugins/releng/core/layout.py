@@ -38,8 +38,7 @@ from releng.core.profile import BETA, LOOKAHEAD, STABLE, ReleaseProfile
 # <Short>-<X.Y>-<YYYYMMDD.HHMMSS>.<n>: n counts composes started in the same second (Pungi's respin); ids
 # without it are composes made before the counter existed. A SIG's Short is SIG-<sig>.
 COMPOSE_ID_RE = re.compile(r"^(?P<short>[A-Za-z0-9]+(?:-[a-z0-9]+)*)-(?P<revision>\d+\.\d+)-(?P<date>\d{8})\."
-                           r"(?P<time>\d{6})"
-                           r"(?:\.(?P<respin>\d+))?$")
+                           r"(?P<time>\d{6})(?:\.(?P<respin>\d+))?$")
 # The compose root's suffix and the staging directory's suffix of each channel (the names Rocky's trees use).
 CHANNEL_COMPOSE_SUFFIX = {STABLE: "", BETA: "-beta", LOOKAHEAD: "-LookAhead"}
 CHANNEL_STAGING_SUFFIX = {BETA: "-beta", LOOKAHEAD: "-LookAhead"}

@@ -203,7 +203,8 @@ class SyncToStagingOperator(SummaryOperator):
 
     ``releng.core.staging.sync_to_staging.stage_compose``: a compose whose STATUS is not FINISHED or
     FINISHED_INCOMPLETE is refused before anything is copied; payload, repodata files, repomd.xml (signed with
-    ``RELENG_REPO_SIGNING_KEY`` when set), never deleting. The staging asset event's extra names the release,
+    ``RELENG_REPO_SIGNING_KEY`` when set), never deleting (a SIG: then what its compose no longer has is deleted
+    from its own directory); the channel's links. The staging asset event's extra names the release,
     rc, staging dir and compose, which ``promote_to_production`` reads. Runs in the ``rsync`` pool.
 
     :param summary: prepare_compose's summary (``prepare.output``)
