@@ -42,7 +42,7 @@ def test_params(dag):
 
     params = dag.params
     assert params["repos"] == [] and params["rc"] is False and params["release"] == "el10"
-    assert params.get_param("release").schema["enum"] == ["el10", "el8", "el9"]
+    assert params.get_param("release").schema["enum"] == ["el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"]
     for bad in ({"repos": ["../BaseOS"]}, {"repos": ["BaseOS", "BaseOS"]}, {"release": "el7"}, {"rc": "yes"}):
         trial = copy.deepcopy(params)
         with pytest.raises(ParamValidationError):

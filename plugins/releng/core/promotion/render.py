@@ -14,7 +14,8 @@ MARKDOWN_PACKAGES = 25
 def subject(record: Mapping) -> str:
     t = record["totals"]
     # the release directory below its category: 9.7 (rocky), or 9/cloud for a SIG (sig)
-    dest = Path(record["production_dir"]).relative_to(record["production_category"])
+    production = Path(record["production_dir"])
+    dest = production.relative_to(record.get("production_category") or production.parent)
     src = "/".join(Path(record["staging_dir"]).parts[-len(dest.parts):])
     return (f"Promote {record['release']} {src} to production {dest}: "
             f"{t['packages']['added']} added, {t['packages']['updated']} updated, {t['packages']['removed']} "
