@@ -42,7 +42,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
+from releng.dagparams import default_args, release_param, repos_param
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
@@ -68,11 +68,8 @@ with DAG(
     tags=["updates", "staging"],
     default_args=default_args(),
     params={
-        "release": release_param(),
-        "repos": Param([], type="array", title="Repos", uniqueItems=True, maxItems=MAX_NAMES,
-                       items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                              "maxLength": MAX_NAME_LENGTH},
-                       description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),
+        "release": release_param(description="Which release to update."),
+        "repos": repos_param(),
         "rc": Param(False, type="boolean", title="Release candidate directory",
                     description="Stage into X.Y-RCn instead of the released X.Y."),
     },
