@@ -36,7 +36,7 @@ from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
-from releng.dagparams import arches_param, default_args, disc_images_param, release_param
+from releng.dagparams import arches_param, default_args, disc_images_param, release_param, releases
 from releng.notifiers import deadline_alerts
 from releng.operators.build_dvd_iso import BuildDvdIsoOperator
 from releng.operators.build_lorax import lorax_task
@@ -58,6 +58,8 @@ from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
 
+RELEASES = releases()  # the profiles, read once per parse
+
 with DAG(
     dag_id="full_compose",
     schedule=None,
@@ -65,12 +67,13 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["compose", "release"],
+    description="Compose one release: repos, installer trees, DVD and cloud images, then staging",
+    tags=["releng", "compose", "release"],
     deadline=deadline_alerts("compose", settings()),
     default_args=default_args(),
     params={
-        "release": release_param(),
-        "arches": arches_param(),
+        "release": release_param(RELEASES),
+        "arches": arches_param(RELEASES),
         "rc": Param(False, type="boolean", title="Release candidate",
                     description="Build release candidate RCn (n: the profile's rclvl): names and volume ids carry "
                                 "it and staging goes to X.Y-RCn. Needs Full run and Check repoclosure."),
@@ -80,7 +83,7 @@ with DAG(
         "repoclosure": Param(True, type="boolean", title="Check repoclosure",
                              description="Check that every package's dependencies resolve (dnf repoclosure, per "
                                          "the profile's repoclosure map) before the ISOs are built."),
-        "extra_isos": disc_images_param(),
+        "extra_isos": disc_images_param(RELEASES),
         "full_run": Param(True, type="boolean", title="Full run",
                           description="Debug, source and kickstart trees and cloud images; off: os trees only "
                                       "(a quick test compose)."),

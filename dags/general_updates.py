@@ -42,7 +42,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.dagparams import default_args, release_param, repos_param
+from releng.dagparams import default_args, release_param, releases, repos_param
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
@@ -56,6 +56,8 @@ from releng.operators.updates import (
     UpdateRepodataOperator,
 )
 
+RELEASES = releases()  # the profiles, read once per parse
+
 with DAG(
     dag_id="general_updates",
     schedule=None,  # scheduled_updates starts one run per release
@@ -65,11 +67,12 @@ with DAG(
     # its own. Runs for several releases queue.
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["updates", "staging"],
+    description="Sync one release's updated packages from the build system into staging",
+    tags=["releng", "updates", "staging"],
     default_args=default_args(),
     params={
-        "release": release_param(description="Which release to update."),
-        "repos": repos_param(),
+        "release": release_param(RELEASES, description="Which release to update."),
+        "repos": repos_param(RELEASES),
         "rc": Param(False, type="boolean", title="Release candidate directory",
                     description="Stage into X.Y-RCn instead of the released X.Y."),
     },

@@ -72,6 +72,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Staging to production after an approver's Approve (Browse → Required Actions); starts on staging events only while unpaused",
     tags=["releng", "production", "promotion"],
     deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),

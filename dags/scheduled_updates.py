@@ -38,7 +38,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["updates", "staging", "schedule"],
+    tags=["releng", "updates", "staging", "schedule"],
     # Release engineering hears of each failed instance (RELENG_NOTIFY_*); a failed notification fails nothing.
     default_args={**default_args(), "on_failure_callback": [UpdatesFailedNotifier()]},
 ):

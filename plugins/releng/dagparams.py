@@ -40,13 +40,13 @@ def broken_summary(choice: ReleaseChoice) -> str:
             f"{'; '.join(problems[:SHOWN_PROBLEMS])}{more}")
 
 
-def release_param(*, description: str = "Which release to build.") -> Param:
+def release_param(choice: ReleaseChoice | None = None, *, description: str = "Which release to build.") -> Param:
     """A choice among the valid profiles whose default is RELENG_DEFAULT_RELEASE, else the newest release by
     version (el10 before el9). A setting that names no valid profile stops the DAG from loading, naming it.
 
     Each choice shows the release's name and version; the description says which arches each release ships.
     """
-    choice = releases()
+    choice = choice or releases()
     default = default_release(settings().default_release, choice)
     shipped = "; ".join(f"{name}: {', '.join(p.arches)}" for name, p in choice.profiles.items())
     description += f" Arches per release: {shipped}."
@@ -62,10 +62,10 @@ def _only_in(value: str, owners: dict[str, list[str]], choice: ReleaseChoice) ->
     return value if len(having) == len(choice.names) else f"{value} ({', '.join(having)} only)"
 
 
-def arches_param() -> Param:
+def arches_param(choice: ReleaseChoice | None = None) -> Param:
     """The arches to compose: a multi-select of the arches some valid release ships (an arch no release ships
     is refused by the form); empty means every arch of the release, and the form sends null for empty."""
-    choice = releases()
+    choice = choice or releases()
     owners: dict[str, list[str]] = {}
     for name, profile in choice.profiles.items():
         for arch in profile.arches:
@@ -78,10 +78,10 @@ def arches_param() -> Param:
                              "the run in prepare_compose (the Release field lists each release's arches).")
 
 
-def disc_images_param() -> Param:
+def disc_images_param(choice: ReleaseChoice | None = None) -> Param:
     """Extra ISOs: a multi-select of the disc images the valid releases build (iso.images entries that are disc
     images and not isoskip); empty (null) means none."""
-    choice = releases()
+    choice = choice or releases()
     owners: dict[str, list[str]] = {}
     for name, profile in choice.profiles.items():
         for image, spec in profile.iso_images.items():
@@ -94,10 +94,10 @@ def disc_images_param() -> Param:
                  description="DVD-style images to build per arch, besides the boot ISO lorax makes. Empty: none.")
 
 
-def repos_param() -> Param:
+def repos_param(choice: ReleaseChoice | None = None) -> Param:
     """general_updates' repos: a multi-select of the build-system repo ids of the valid releases (an id no
     release has is refused by the form); empty (null) means every repo of the release."""
-    choice = releases()
+    choice = choice or releases()
     owners: dict[str, list[str]] = {}
     for name, profile in choice.profiles.items():
         for repo in profile.repo_ids:
