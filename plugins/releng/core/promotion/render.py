@@ -78,7 +78,7 @@ def markdown(record: Mapping, *, approvers: Sequence[str] = (), rows: int = MARK
         if o["files"] or o["deletes"]:
             lines.append(f"| (outside repositories) | | | | | | {o['files']} | {h(o['bytes'])} | {o['deletes']} |")
         lines.append("")
-    for key, title, names in package_changes(record):
+    for title, names in package_lines(record):
         shown = ", ".join(f"`{n}`" for n in names[:packages])
         more = (f" … and {len(names) - packages} more (every change is listed in change_report's log)"
                 if len(names) > packages else "")
@@ -88,8 +88,8 @@ def markdown(record: Mapping, *, approvers: Sequence[str] = (), rows: int = MARK
     return "\n".join(lines)
 
 
-def package_changes(record: Mapping) -> list[tuple[str, str, list[str]]]:
-    """(key, title, ``package (repository arch tree)`` lines) of the updated, added and removed packages; the
+def package_lines(record: Mapping) -> list[tuple[str, list[str]]]:
+    """(title, ``package (repository arch tree)`` lines) of the updated, added and removed packages; the
     tree is named because the same package is in several (an os tree and its kickstart tree, say)."""
     found = []
     for key, title in (("updated", "Updated"), ("added", "Added"), ("removed", "Removed")):
@@ -99,5 +99,5 @@ def package_changes(record: Mapping) -> list[tuple[str, str, list[str]]]:
             for entry in r[key]:
                 names.append(f"{entry[0]} → {entry[1]} ({where})" if key == "updated" else f"{entry} ({where})")
         if names:
-            found.append((key, title, names))
+            found.append((title, names))
     return found
