@@ -72,7 +72,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    description="Staging to production after an approver's Approve (Browse → Required Actions); starts on staging events only while unpaused",
+    description="Staging to production after an approver's Approve (Browse → Required Actions); staging "
+                "events start it only while it is unpaused",
     tags=["releng", "production", "promotion"],
     deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),
