@@ -4,6 +4,7 @@ starts it once, on first use, and stops it at the end."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 from dev import stack
 
 ROOT = Path(__file__).resolve().parents[1]
+# Set to a running stack's directory to run the tests against it (while working on them) instead of a new one.
+REUSE = "TEST_LIVE_STACK_DIR"
 
 
 def cli(stack_dir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -41,6 +44,11 @@ class SharedStack:
         self.current: LiveStack | None = None
 
     def get(self) -> LiveStack:
+        reuse = os.environ.get(REUSE)
+        if reuse:  # a developer's running stack, left running (python -m dev.stack start)
+            found = stack.Stack.load(Path(reuse))
+            assert found is not None, f"{REUSE}={reuse} names no running stack; start one with python -m dev.stack"
+            return LiveStack(Path(reuse), (Path(reuse) / "env").read_text())
         running = stack.Stack.load(self.dir)
         if self.current is None or running is None or not all(s.alive() for s in running.services):
             if running is not None:
@@ -53,4 +61,5 @@ class SharedStack:
         return self.current
 
     def stop(self) -> None:
-        cli(self.dir, "stop")
+        if not os.environ.get(REUSE):
+            cli(self.dir, "stop")

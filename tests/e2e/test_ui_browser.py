@@ -91,7 +91,7 @@ def test_release_engineer_path_in_a_browser(live_stack, tmp_path):
         page.get_by_text("Run Parameters").wait_for()
         choose(page, "release", f"{RELEASE} (Rocky Linux 9.7)")
         choose(page, "arches", ARCH)
-        page.keyboard.press("Escape")  # close the arches menu, not the dialog
+        page.get_by_text("Trigger Dag - full_compose").click()  # closes the arches menu (Escape closes the dialog)
         shots.take(page, "trigger-form")
         page.get_by_role("dialog").get_by_role("button", name="Trigger").click()
         run = _wait("the full_compose run", lambda: _latest_run(live_stack, "full_compose"), 60, every=2)
