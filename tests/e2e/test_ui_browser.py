@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import quote
@@ -26,12 +27,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.stack]
 RELEASE, ARCH = "el9", "x86_64"
 
 
-def _api(live, user: str, path: str) -> dict:
+def _api(live, user: str, path: str, attempts: int = 6) -> dict:
+    """GET from the REST API; a busy api-server (2 shared cores) may time out: asked again, 6 times at most."""
     state = live.state
-    token = stack.airflow_token(state.ui, user, state.users[user])
-    req = urllib.request.Request(f"{state.ui}{path}", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
+    for attempt in range(attempts):
+        try:
+            token = stack.airflow_token(state.ui, user, state.users[user])
+            req = urllib.request.Request(f"{state.ui}{path}", headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        except (TimeoutError, urllib.error.URLError) as exc:
+            if attempt == attempts - 1 or (isinstance(exc, urllib.error.HTTPError) and exc.code < 500):
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def _wait(what: str, check, timeout: float, every: float = 5):
@@ -59,9 +68,9 @@ def _ended(live, dag_id: str, run_id: str) -> str | None:
 
 
 def _failed_tasks(live, dag_id: str, run_id: str) -> list[str]:
-    tis = stack._task_instances(live.state.ui, stack.airflow_token(live.state.ui, "admin",
-                                                                   live.state.users["admin"]), dag_id, run_id)
-    return sorted({f"{t['task_id']}[{t['map_index']}]" for t in tis if t["state"] in ("failed", "upstream_failed")})
+    tis = _api(live, "admin", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=100")
+    return sorted({f"{t['task_id']}[{t['map_index']}]" for t in tis["task_instances"]
+                   if t["state"] in ("failed", "upstream_failed")})
 
 
 def _pending_approval(live) -> dict | None:
