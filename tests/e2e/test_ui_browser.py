@@ -62,6 +62,11 @@ def _latest_run(live, dag_id: str) -> dict | None:
     return runs[0] if runs else None
 
 
+def _new_run(live, dag_id: str, before: dict | None) -> dict | None:
+    run = _latest_run(live, dag_id)
+    return run if run and (before is None or run["dag_run_id"] != before["dag_run_id"]) else None
+
+
 def _ended(live, dag_id: str, run_id: str) -> str | None:
     state = _run_state(live, dag_id, run_id)
     return state if state in ("success", "failed") else None
@@ -102,8 +107,9 @@ def test_release_engineer_path_in_a_browser(live_stack, tmp_path):
         choose(page, "arches", ARCH)
         page.get_by_text("Trigger Dag - full_compose").click()  # closes the arches menu (Escape closes the dialog)
         shots.take(page, "trigger-form")
+        before = _latest_run(live_stack, "full_compose")
         page.get_by_role("dialog").get_by_role("button", name="Trigger").click()
-        run = _wait("the full_compose run", lambda: _latest_run(live_stack, "full_compose"), 60, every=2)
+        run = _wait("the full_compose run", lambda: _new_run(live_stack, "full_compose", before), 120, every=2)
         run_id = run["dag_run_id"]
         assert run["conf"]["release"] == RELEASE and run["conf"]["arches"] == [ARCH], run["conf"]
 
