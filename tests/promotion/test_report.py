@@ -116,6 +116,7 @@ def test_markdown_is_compact_and_truncated():
               "bytes": 2048, "deletes": 1, "added": [f"p{i}-1-1.noarch"], "updated": [["a-1-1.x", "a-2-1.x"]],
               "removed": [], "added_count": 1, "updated_count": 1, "removed_count": 0} for i in range(50)]
     record = {"release": "el9", "staging_dir": "/s/9.7-RC1", "production_dir": "/p/9.7", "digest": "sha256:ab",
+              "production_category": "/p",
               "run_id": "r", "dry_run": False, "repos": repos, "other": {"files": 1, "bytes": 5, "deletes": 0},
               "delete_bound": {"delete_files": 50, "production_files": 100, "share": 0.5, "max_share": 0.1,
                                "exceeded": True, "allowed": True},
