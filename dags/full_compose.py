@@ -35,9 +35,8 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.core.arches import PRIMARY_ARCHES
 from releng.core.settings import settings
-from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
+from releng.dagparams import arches_param, default_args, disc_images_param, release_param, releases
 from releng.notifiers import deadline_alerts
 from releng.operators.build_dvd_iso import BuildDvdIsoOperator
 from releng.operators.build_lorax import lorax_task
@@ -59,6 +58,8 @@ from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
 
+RELEASES = releases()  # the profiles, read once per parse
+
 with DAG(
     dag_id="full_compose",
     schedule=None,
@@ -66,24 +67,26 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["compose", "release"],
+    description="Compose one release: repos, installer trees, DVD and cloud images, then staging",
+    tags=["releng", "compose", "release"],
     deadline=deadline_alerts("compose", settings()),
     default_args=default_args(),
     params={
-        "release": release_param(),
-        "arches": Param([], type="array", title="Architectures", examples=list(PRIMARY_ARCHES),
-                        items={"type": "string", "enum": list(PRIMARY_ARCHES)}, uniqueItems=True,
-                        maxItems=len(PRIMARY_ARCHES),
-                        description="Empty: every arch of the release."),
+        "release": release_param(RELEASES),
+        "arches": arches_param(RELEASES),
         "rc": Param(False, type="boolean", title="Release candidate",
-                    description="Names and volume ids carry the profile's rclvl; staging goes to X.Y-RCn."),
-        "hashed": Param(True, type="boolean", title="Hashed repos", description="Sync the hashed- repos."),
-        "repoclosure": Param(True, type="boolean", title="Check repoclosure"),
-        "extra_isos": Param(["dvd"], type="array", title="Extra ISOs", maxItems=MAX_NAMES,
-                            items={"type": "string", "maxLength": MAX_NAME_LENGTH},
-                            description="iso.images entries to build (disc images); empty: none."),
+                    description="Build release candidate RCn (n: the profile's rclvl): names and volume ids carry "
+                                "it and staging goes to X.Y-RCn. Needs Full run and Check repoclosure."),
+        "hashed": Param(True, type="boolean", title="Hashed repos",
+                        description="Sync from the build system's hashed-<Repo> repos (packages in first-letter "
+                                    "directories, as a compose lays them out); off: the plain <Repo> repos."),
+        "repoclosure": Param(True, type="boolean", title="Check repoclosure",
+                             description="Check that every package's dependencies resolve (dnf repoclosure, per "
+                                         "the profile's repoclosure map) before the ISOs are built."),
+        "extra_isos": disc_images_param(RELEASES),
         "full_run": Param(True, type="boolean", title="Full run",
-                          description="Debug, source and kickstart trees and cloud images; off: os trees only."),
+                          description="Debug, source and kickstart trees and cloud images; off: os trees only "
+                                      "(a quick test compose)."),
     },
 ) as dag:
     prepare = PrepareComposeOperator(task_id="prepare_compose", retries=0)

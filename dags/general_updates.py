@@ -42,7 +42,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from releng.assets import STAGING_ASSET
-from releng.dagparams import MAX_NAME_LENGTH, MAX_NAMES, default_args, release_param
+from releng.dagparams import default_args, release_param, releases, repos_param
 from releng.operators.repoclosure import RepoclosureOperator
 from releng.operators.staging import ReleaseStagingOperator, WaitForStagingSensor
 from releng.operators.sync_repos import SyncReposOperator
@@ -56,6 +56,8 @@ from releng.operators.updates import (
     UpdateRepodataOperator,
 )
 
+RELEASES = releases()  # the profiles, read once per parse
+
 with DAG(
     dag_id="general_updates",
     schedule=None,  # scheduled_updates starts one run per release
@@ -65,14 +67,12 @@ with DAG(
     # its own. Runs for several releases queue.
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["updates", "staging"],
+    description="Sync one release's updated packages from the build system into staging",
+    tags=["releng", "updates", "staging"],
     default_args=default_args(),
     params={
-        "release": release_param(),
-        "repos": Param([], type="array", title="Repos", uniqueItems=True, maxItems=MAX_NAMES,
-                       items={"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                              "maxLength": MAX_NAME_LENGTH},
-                       description="Build-system repo ids of the release (BaseOS, AppStream, ...); empty: all."),
+        "release": release_param(RELEASES, description="Which release to update."),
+        "repos": repos_param(RELEASES),
         "rc": Param(False, type="boolean", title="Release candidate directory",
                     description="Stage into X.Y-RCn instead of the released X.Y."),
     },

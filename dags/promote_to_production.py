@@ -72,12 +72,14 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    description="Staging to production after an approver's Approve (Browse → Required Actions); staging "
+                "events start it only while it is unpaused",
     tags=["releng", "production", "promotion"],
     deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),
     params={
-        "release": release_param(optional=True, description="Release profile to promote; runs triggered by the "
-                                                            "staging Asset use the event's release."),
+        "release": release_param(description="Which release to promote. Runs started by the staging Asset (a "
+                                             "compose or an update sync) promote the event's release instead."),
         "rc": Param(False, type="boolean", title="Release candidate",
                     description="Promote the X.Y-RCn staging directory instead of X.Y."),
         "dry_run": Param(False, type="boolean", title="Dry run",

@@ -19,7 +19,6 @@ A release's updates run again when its failed **trigger_updates** instance is cl
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable
 
 from releng.core.releases import UPDATES_DAG
@@ -33,12 +32,13 @@ SITE = settings()
 with DAG(
     dag_id="scheduled_updates",
     description=f"general_updates of {', '.join(scheduled_releases())} at {SITE.updates_schedule} (cron, UTC)",
-    schedule=CronTriggerTimetable(SITE.updates_schedule, timezone="UTC"),
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    # No start_date: with one, Airflow 3.3 schedules the latest past tick at once when the DAG is unpaused (a
+    # second run beside a manual "unpause on trigger" one); without, the first run is the next tick.
+    schedule=CronTriggerTimetable(SITE.updates_schedule, timezone="UTC", run_immediately=False),
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
-    tags=["updates", "staging", "schedule"],
+    tags=["releng", "updates", "staging", "schedule"],
     # Release engineering hears of each failed instance (RELENG_NOTIFY_*); a failed notification fails nothing.
     default_args={**default_args(), "on_failure_callback": [UpdatesFailedNotifier()]},
 ):

@@ -314,6 +314,9 @@ def airflow_env(home: Path, port: int, passwords_file: Path, releng_env: Mapping
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         # 2 cores: a few LocalExecutor workers; the default 32 idle processes cost memory for nothing.
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # A task's calls to the execution API wait this long for the api-server: its default (5 s) is too short
+        # on 2 busy cores, where a task died before it started ("Process exited ... SIGKILL" after ReadTimeouts).
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         # Airflow's log servers bind every interface (hard-coded) but need a JWT signed with the stack's secret.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),

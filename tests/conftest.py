@@ -134,6 +134,21 @@ def s3_server(tmp_path_factory):
     service.stop()
 
 
+@pytest.fixture(scope="session")
+def _shared_stack(tmp_path_factory):
+    from tests.livestack import SharedStack
+
+    shared = SharedStack(tmp_path_factory.mktemp("stack"))
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def live_stack(_shared_stack):
+    """The session's running local stack (tests/livestack.py), started on first use and stopped at the end."""
+    return _shared_stack.get()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings():
     """settings() is read once per process; tests that set RELENG_* must see their own values."""

@@ -26,6 +26,10 @@ def integrity_problems(dag_folder: Path) -> list[str]:
             problems.append(f"{dag_id}: no doc_md")
         if not dag.tags:
             problems.append(f"{dag_id}: no tags")
+        elif "releng" not in dag.tags:
+            problems.append(f"{dag_id}: no releng tag (the list's tag filter finds every DAG of the project by it)")
+        if not (dag.description or "").strip():
+            problems.append(f"{dag_id}: no description (the DAG list shows it)")
         for task in dag.tasks:
             if task.owner in ("", "airflow"):
                 problems.append(f"{dag_id}.{task.task_id}: no owner (set default_args['owner'])")
@@ -87,7 +91,8 @@ def test_checks_catch_each_problem(tmp_path):
     (tmp_path / "broken.py").write_text("from airflow.sdk import DAG\nraise RuntimeError('boom')\n")
     problems = integrity_problems(tmp_path)
     assert "sloppy: no doc_md" in problems
-    assert "sloppy: no tags" in problems
+    assert "sloppy: no tags" in problems and "sloppy: no description (the DAG list shows it)" in problems
+    assert "fanout: no releng tag (the list's tag filter finds every DAG of the project by it)" in problems
     assert "sloppy.a: no owner (set default_args['owner'])" in problems
     assert "sloppy.a: pool 'no_such_pool' is not in config/pools.json" in problems
     assert any(p.startswith("cycle.py: import error:") and "Cycle" in p for p in problems)

@@ -64,13 +64,17 @@ def test_a_broken_profile_is_not_offered_and_is_named_on_the_form(monkeypatch, t
     config = configs(tmp_path, {"el8": ("arches: [x86_64, aarch64]", "arches: [x86_64, sparc64]")})
     bag = parse(monkeypatch, config)
     assert bag.import_errors == {}
-    for dag_id in ("full_compose", "general_updates"):
+    for dag_id in FORMS:
         schema = release_schema(bag, dag_id)
         assert schema["enum"] == ["el10", "el9"] and bag.dags[dag_id].params["release"] == "el10"
         description = bag.dags[dag_id].params.get_param("release").description
         assert (f"Not offered: el8 (invalid; python -m releng validate): {config / 'el8.yaml'}: arches[1]: "
                 "unknown arch 'sparc64'") in description
-    assert release_schema(bag, "promote_to_production")["enum"] == [None, "el10", "el9"]
+    # issue 13: no "null" choice on promote_to_production either; each release shows its version and arches
+    assert release_schema(bag, "full_compose")["values_display"] == {"el10": "el10 (Rocky Linux 10.1)",
+                                                                    "el9": "el9 (Rocky Linux 9.7)"}
+    assert "Arches per release: el10: x86_64, aarch64, ppc64le, s390x; el9: x86_64, aarch64, ppc64le, s390x." \
+        in bag.dags["full_compose"].params.get_param("release").description
     for name in DAG_FILES:  # the dag-processor's log of each file says it too
         (warning,) = bag.captured_warnings[str(ROOT / "dags" / name)]
         assert "el8.yaml: arches[1]: unknown arch 'sparc64'" in warning and "not offered" in warning

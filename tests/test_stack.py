@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -14,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from dev import stack
+from tests.livestack import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 def _cli(stack_dir: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dev.stack", "--dir", str(stack_dir), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return cli(stack_dir, *args, timeout=timeout)
 
 
 def _listeners(pids: set[int]) -> list[tuple[str, int, str]]:
@@ -40,17 +39,10 @@ def _descendants(pid: int) -> set[int]:
     return {int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == pid}
 
 
-@pytest.fixture(scope="module")
-def started(tmp_path_factory):
-    stack_dir = tmp_path_factory.mktemp("stack")
-    ports = [str(stack.free_port()) for _ in range(3)]
-    result = _cli(stack_dir, "start", "--airflow-port", ports[0], "--buildsystem-port", ports[1],
-                  "--s3-port", ports[2])
-    try:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        yield stack_dir, result.stdout
-    finally:
-        _cli(stack_dir, "stop")
+@pytest.fixture
+def started(live_stack):
+    """The session's shared stack (tests/livestack.py): these tests only read it, except the last, which stops it."""
+    return live_stack.dir, live_stack.out
 
 
 def test_start_prints_the_ui_credentials_and_settings(started):

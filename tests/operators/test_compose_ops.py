@@ -291,3 +291,21 @@ def test_staging_refuses_a_compose_that_is_not_finished(roots):
         SyncToStagingOperator(task_id="sync_to_staging", summary=summary).execute(context)
     assert [p.name for p in (roots / "staging").iterdir()] == [".releng"]  # the lease only
     assert compose_status.read_status(layout) == "STARTED"
+
+
+# --- a refused form: the reason first, in one line (issue 13) --------------------------------------------------
+
+
+def test_a_refused_form_fails_prepare_with_a_one_line_reason(roots):
+    with pytest.raises(AirflowFailException) as err:
+        _prepare("run-1", {**QUICK, "rc": True, "repoclosure": False})
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("refused the el9 compose, nothing was started: a release candidate must be a full run")
+    assert "a release candidate must pass repoclosure" in message and message.endswith("with these fixed")
+    assert not (roots / "compose").exists() or not any((roots / "compose").rglob("STATUS"))
+
+
+def test_finalize_without_a_prepared_compose_points_at_prepare(roots):
+    with pytest.raises(AirflowFailException, match=r"^no compose to finalize: prepare_compose did not prepare one"):
+        _finalize(None, {"prepare_compose": "failed"})

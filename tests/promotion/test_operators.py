@@ -39,8 +39,8 @@ def test_dag_wiring(monkeypatch):
     assert dag.max_active_runs == 1 and dag.catchup is False and dag.doc_md and dag.tags
     assert dag.timetable.asset_condition == STAGING_ASSET  # runs when staging is updated (manual runs too)
     assert list(dag.params) == ["release", "rc", "dry_run", "allow_large_delete"]
-    assert dag.params.get_param("release").schema["enum"] == [None, "el10", "el8", "el9-beta", "el9-sig-cloud", "el9",
-                                                              "el9lh"]
+    enum = dag.params.get_param("release").schema["enum"]
+    assert set(enum) == {"el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"}  # no "null" choice (issue 13)
     order, task = [], dag.get_task("change_report")
     while task is not None:
         order.append(task.task_id)

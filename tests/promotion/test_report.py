@@ -116,6 +116,7 @@ def test_markdown_is_compact_and_truncated():
               "bytes": 2048, "deletes": 1, "added": [f"p{i}-1-1.noarch"], "updated": [["a-1-1.x", "a-2-1.x"]],
               "removed": [], "added_count": 1, "updated_count": 1, "removed_count": 0} for i in range(50)]
     record = {"release": "el9", "staging_dir": "/s/9.7-RC1", "production_dir": "/p/9.7", "digest": "sha256:ab",
+              "production_category": "/p",
               "run_id": "r", "dry_run": False, "repos": repos, "other": {"files": 1, "bytes": 5, "deletes": 0},
               "delete_bound": {"delete_files": 50, "production_files": 100, "share": 0.5, "max_share": 0.1,
                                "exceeded": True, "allowed": True},
@@ -126,8 +127,12 @@ def test_markdown_is_compact_and_truncated():
     md = markdown(record)
     assert "`sha256:ab`" in md and "| copy payload | 100 | 0 | 1.0 GiB |" in md
     assert "**ABOVE THE BOUND** (allowed by allow_large_delete)" in md
-    assert md.count("\n| R") == 40 and "| … 10 more | | | 10 | 10 | 0 | 20 | 20.0 KiB | 10 |" in md
-    assert "… and 25 more (see the record)" in md and len(md) < 12000
+    assert md.count("\n| R") == 15 and "| … 35 more trees | | | 35 | 35 | 0 | 70 | 70.0 KiB | 35 |" in md
+    assert "… and 35 more (every change is listed in change_report's log)" in md and len(md) < 8000
+    # issue 13: the counts say trees, each package names its tree, and the summary comes first
+    assert md.startswith("**50 added, 50 updated, 0 removed packages** in 50 trees (repository, arch and kind)")
+    assert "`p0-1-1.noarch (R00 x86_64 os)`" in md and "see the record" not in md
+    assert "Only **approver** may answer" in markdown(record, approvers=["approver"])
     assert subject(record) == ("Promote el9 9.7-RC1 to production 9.7: 50 added, 50 updated, 0 removed "
                                          "packages, 50 files deleted")
 

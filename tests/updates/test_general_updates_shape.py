@@ -41,9 +41,11 @@ def test_params(dag):
     from airflow.sdk.exceptions import ParamValidationError
 
     params = dag.params
-    assert params["repos"] == [] and params["rc"] is False and params["release"] == "el10"
-    assert params.get_param("release").schema["enum"] == ["el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"]
-    for bad in ({"repos": ["../BaseOS"]}, {"repos": ["BaseOS", "BaseOS"]}, {"release": "el7"}, {"rc": "yes"}):
+    assert params["repos"] is None and params["rc"] is False and params["release"] == "el10"  # None: all
+    releases = set(params.get_param("release").schema["enum"])
+    assert releases == {"el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"}
+    for bad in ({"repos": ["../BaseOS"]}, {"repos": ["BaseOS", "BaseOS"]}, {"repos": ["NoSuchRepo"]},
+                {"release": "el7"}, {"rc": "yes"}):
         trial = copy.deepcopy(params)
         with pytest.raises(ParamValidationError):
             trial.update(bad)

@@ -55,3 +55,14 @@ def test_one_trigger_per_release_that_waits_deferred_and_fails_alone(bag):
     assert op.trigger_dag_id == "general_updates" and op.conf == {"release": "el9"}
     assert op.wait_for_completion and op.deferrable and op.reset_dag_run and op.fail_when_dag_is_paused
     assert op.allowed_states == [DagRunState.SUCCESS] and op.failed_states == [DagRunState.FAILED]
+
+
+def test_unpausing_starts_no_missed_run(bag):
+    """Issue 13: unpausing (or "unpause on trigger") must not start the latest past tick's run at once beside the
+    manual one; the first scheduled run is the next tick. With a start_date, Airflow 3.3 schedules the past one."""
+    import pendulum
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["scheduled_updates"]))
+    first = dag.next_dagrun_info(last_automated_run_info=None)
+    assert first.run_after > pendulum.now("UTC")

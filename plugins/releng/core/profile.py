@@ -571,6 +571,7 @@ class ReleaseChoice:
     all_names: tuple[str, ...]
     names: tuple[str, ...]
     problems: dict[str, tuple[Problem, ...]]
+    profiles: dict[str, ReleaseProfile] = field(default_factory=dict)  # the valid ones, by name
 
     @property
     def broken(self) -> tuple[str, ...]:
@@ -588,10 +589,10 @@ def release_choice(config_dir: str | Path) -> ReleaseChoice:
     paths = profile_paths(config_dir)
     if not paths:
         raise ConfigDirError(f"RELENG_CONFIG_DIR='{config_dir}' holds no release profiles (*.yaml); {hint}")
-    names, problems = [], {}
+    names, problems, profiles = [], {}, {}
     for path in paths:
         try:
-            load_profile(path)
+            profiles[path.stem] = load_profile(path)
         except ProfileError as exc:
             problems[path.stem] = tuple(exc.problems)
         else:
@@ -600,7 +601,7 @@ def release_choice(config_dir: str | Path) -> ReleaseChoice:
         listed = "\n".join(str(p) for found in problems.values() for p in found)
         raise ConfigDirError(f"no release profile in RELENG_CONFIG_DIR='{config_dir}' is valid; fix them "
                              f"(python -m releng validate):\n{listed}")
-    return ReleaseChoice(config_dir, tuple(p.stem for p in paths), tuple(names), problems)
+    return ReleaseChoice(config_dir, tuple(p.stem for p in paths), tuple(names), problems, profiles)
 
 
 def find_profile(name: str, config_dir: str | Path) -> ReleaseProfile:

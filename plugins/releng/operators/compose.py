@@ -52,12 +52,20 @@ class PrepareComposeOperator(BaseOperator):
             summary, plan = prepare_compose.prepare_compose(profile, params, settings().compose_root,
                                                             compose_timestamp(dag_run.run_after), dag_run.run_id)
         except prepare_compose.ComposeParamsError as exc:
-            raise AirflowFailException(str(exc)) from None
+            self.log.error("%s", refusal(exc))  # the log's first error line, above Airflow's traceback
+            raise AirflowFailException(refusal(exc)) from None
         self.log.info("compose %s at %s: %d repo syncs, %d closure checks, %d lorax, %d ISOs, %d cloud images; "
                       "previous compose: %s", summary.compose_id, summary.top, len(plan.reposync),
                       len(plan.repoclosure), len(plan.lorax), len(plan.dvd), len(plan.cloud),
                       summary.previous or "none")
         return summary.to_xcom()
+
+
+def refusal(exc: prepare_compose.ComposeParamsError) -> str:
+    """The one-line reason a person reads first in the task's log and the failure line: no traceback is worth
+    reading for a refused form, so each problem is a short clause, then what to do."""
+    return (f"refused the {exc.release} compose, nothing was started: {'; '.join(exc.problems)}. Trigger "
+            "full_compose again with these fixed")
 
 
 def plan_items(summary: Mapping, kind: str) -> list[dict]:
@@ -163,8 +171,13 @@ class FinalizeComposeOperator(SummaryOperator):
         return self._watched or tuple(sorted(self.upstream_task_ids))
 
     def execute(self, context: Context) -> dict:
-        summary = ComposeSummary.from_xcom(self.require_summary())
-        layout = layout_of(self.require_summary())
+        if not self.summary:
+            # Airflow decides the run's state by its last tasks, so this task fails with the run rather than
+            # skip (which would turn the run green); it only points at the cause.
+            raise AirflowFailException("no compose to finalize: prepare_compose did not prepare one (it refused the "
+                                       "parameters or failed); the reason is in prepare_compose's log")
+        summary = ComposeSummary.from_xcom(self.summary)
+        layout = layout_of(self.summary)
         run_id = context["dag_run"].run_id
         ti = context["ti"]
         states = ti.get_task_states(dag_id=self.dag_id, run_ids=[run_id], task_ids=list(self.watched)).get(run_id, {})

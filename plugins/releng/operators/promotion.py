@@ -164,7 +164,7 @@ class PromotionApprovalOperator(ApprovalOperator):
                 "could be answered by any user). Set RELENG_APPROVERS=user1,user2 for the dag-processor, scheduler "
                 "and workers, then trigger the promotion again")
         self.subject = render.subject(record)
-        self.body = render.markdown(record)
+        self.body = render.markdown(record, approvers=[u["id"] for u in self.assigned_users])
         self.log.info("asking %s to approve %s", ", ".join(u["id"] for u in self.assigned_users), record["digest"])
         return super().execute(context)
 

@@ -23,6 +23,7 @@ class ComposeParamsError(ValueError):
     """The trigger parameters do not make a valid compose; nothing was started."""
 
     def __init__(self, release: str, problems: list[str]):
+        self.release = release
         self.problems = problems
         super().__init__(f"the parameters do not make a valid {release} compose:\n- " + "\n- ".join(problems))
 
@@ -59,9 +60,10 @@ def validate_params(profile: ReleaseProfile, raw: Mapping) -> ComposeParams:
     if len(set(arches)) != len(arches):
         problems.append("arches lists an arch twice")
     buildable = [n for n, img in profile.iso_images.items() if img.disc and not img.isoskip]
-    requested = raw.get("extra_isos")
+    # Not given: every buildable image. Given empty (the trigger form sends null for an empty choice): none.
+    requested = list(buildable if "extra_isos" not in raw else raw["extra_isos"] or [])
     # a SIG builds repos only: the form's extra ISOs do not apply (its lorax, DVD and image lists stay empty)
-    images = [] if profile.sig else list(buildable if requested is None else requested)
+    images = [] if profile.sig else requested
     for name in images:
         image = profile.iso_images.get(name)
         if image is None:

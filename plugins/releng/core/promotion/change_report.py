@@ -25,7 +25,7 @@ from releng.core.promotion import approval
 from releng.core.promotion.base import Log, PromotionError, quiet, utc_now
 from releng.core.promotion.lock import production_lock
 from releng.core.promotion.record import RECORD_VERSION, ReportSummary, phase_of, record_digest, write_record
-from releng.core.promotion.render import markdown, subject
+from releng.core.promotion.render import markdown, package_lines, subject
 from releng.core.promotion.target import (
     PromotionTarget,
     check_event_staging_dir,
@@ -358,6 +358,10 @@ def change_report(cfg: Settings, *, run_id: str, dag_id: str, release: str | Non
         log(f"{item['code']} {item['path']}")
     if len(record["items"]) > LOGGED_ITEMS:
         log(f"... {len(record['items']) - LOGGED_ITEMS} more changes in the record")
+    for title, names in package_lines(record):  # the full lists the approval body cuts short
+        log(f"{title}: {len(names)} package changes")
+        for name in names:
+            log(f"  {title.lower()} {name}")
     stale = lists_stale(target)
     if not dry_run:
         check_delete_bound(record)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from releng.core import fs
 
-MARKDOWN_ROWS = 40
-MARKDOWN_PACKAGES = 25
+MARKDOWN_ROWS = 15
+MARKDOWN_PACKAGES = 15
 
 
 def subject(record: Mapping) -> str:
@@ -22,11 +22,28 @@ def subject(record: Mapping) -> str:
             f"removed packages, {t['deletions']['files']} files deleted")
 
 
-def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARKDOWN_PACKAGES) -> str:
-    """The approval request body: totals, the delete bound, a per repository table, the first package changes."""
+def markdown(record: Mapping, *, approvers: Sequence[str] = (), rows: int = MARKDOWN_ROWS,
+             packages: int = MARKDOWN_PACKAGES) -> str:
+    """The approval request body, most important first (Airflow shows Approve/Reject below it): what changes in
+    one line, who may answer, then the phases, the delete bound, a per-tree table and the first package changes.
+
+    A tree is one repository's os, debug, source or kickstart tree of one arch. Lists cut short say where the full
+    list is: change_report's log, which the UI shows.
+    """
     t, b = record["totals"], record["delete_bound"]
     h = fs.human_bytes
+    p = t["packages"]
+    repos = record["repos"]
     lines = [
+        f"**{p['added']} added, {p['updated']} updated, {p['removed']} removed packages** in {len(repos)} "
+        f"trees (repository, arch and kind); {t['payload']['files'] + t['metadata']['files']} files to copy "
+        f"({h(t['payload']['bytes'] + t['metadata']['bytes'])}), {t['deletions']['files']} to delete.",
+        "",
+    ]
+    if approvers:
+        lines += [f"Only {', '.join(f'**{a}**' for a in approvers)} may answer (RELENG_APPROVERS); Airflow refuses "
+                  "anyone else's Approve with *Access Denied*. No answer by the deadline counts as Reject.", ""]
+    lines += [
         f"**Release** `{record['release']}` · **staging** `{record['staging_dir']}` → "
         f"**production** `{record['production_dir']}`",
         "",
@@ -46,10 +63,6 @@ def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARK
                    "replaced, not counted" if superseded else "")
     lines += [f"Deletes {b['delete_files']} of {b['production_files']} production files{not_counted} "
               f"({b['share']:.1%}; bound {b['max_share']:.0%}): {verdict}.", ""]
-    p = t["packages"]
-    lines += [f"**Packages**: {p['added']} added, {p['updated']} updated, {p['removed']} removed "
-              f"in {len(record['repos'])} repositories.", ""]
-    repos = record["repos"]
     if repos:
         lines += ["| repository | arch | tree | added | updated | removed | files | bytes | deletes |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -58,7 +71,7 @@ def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARK
                          f"| {r['removed_count']} | {r['files']} | {h(r['bytes'])} | {r['deletes']} |")
         if len(repos) > rows:
             rest = repos[rows:]
-            lines.append(f"| … {len(rest)} more | | | {sum(r['added_count'] for r in rest)} "
+            lines.append(f"| … {len(rest)} more trees | | | {sum(r['added_count'] for r in rest)} "
                          f"| {sum(r['updated_count'] for r in rest)} | {sum(r['removed_count'] for r in rest)} "
                          f"| {sum(r['files'] for r in rest)} | {h(sum(r['bytes'] for r in rest))} "
                          f"| {sum(r['deletes'] for r in rest)} |")
@@ -66,16 +79,26 @@ def markdown(record: Mapping, *, rows: int = MARKDOWN_ROWS, packages: int = MARK
         if o["files"] or o["deletes"]:
             lines.append(f"| (outside repositories) | | | | | | {o['files']} | {h(o['bytes'])} | {o['deletes']} |")
         lines.append("")
-    for key, title in (("updated", "Updated"), ("added", "Added"), ("removed", "Removed")):
-        names = []
-        for r in repos:
-            where = f"{r['repo']} {r['arch']}".strip()
-            for entry in r[key]:
-                names.append(f"{entry[0]} → {entry[1]} ({where})" if key == "updated" else f"{entry} ({where})")
-        if names:
-            shown = ", ".join(f"`{n}`" for n in names[:packages])
-            more = f" … and {len(names) - packages} more (see the record)" if len(names) > packages else ""
-            lines += [f"**{title}**: {shown}{more}", ""]
+    for title, names in package_lines(record):
+        shown = ", ".join(f"`{n}`" for n in names[:packages])
+        more = (f" … and {len(names) - packages} more (every change is listed in change_report's log)"
+                if len(names) > packages else "")
+        lines += [f"**{title}**: {shown}{more}", ""]
     if record["dry_run"]:
         lines += ["_Dry run: nothing will be promoted._", ""]
     return "\n".join(lines)
+
+
+def package_lines(record: Mapping) -> list[tuple[str, list[str]]]:
+    """(title, ``package (repository arch tree)`` lines) of the updated, added and removed packages; the
+    tree is named because the same package is in several (an os tree and its kickstart tree, say)."""
+    found = []
+    for key, title in (("updated", "Updated"), ("added", "Added"), ("removed", "Removed")):
+        names = []
+        for r in record["repos"]:
+            where = " ".join(str(x) for x in (r["repo"], r["arch"], r["tree"]) if x)
+            for entry in r[key]:
+                names.append(f"{entry[0]} → {entry[1]} ({where})" if key == "updated" else f"{entry} ({where})")
+        if names:
+            found.append((title, names))
+    return found
