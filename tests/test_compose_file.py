@@ -45,9 +45,9 @@ REQUIRED_VARS = {
 # The site settings every task sees, with their production values (DESIGN.md; the worker runs tasks).
 PRODUCTION_SETTINGS = {
     "RELENG_CONFIG_DIR": "/opt/airflow/config/releases",
-    "RELENG_COMPOSE_ROOT": "/mnt/compose",
-    "RELENG_STAGING_ROOT": "/mnt/repos-staging",
-    "RELENG_PRODUCTION_ROOT": "/mnt/repos-production",
+    "RELENG_COMPOSE_ROOT": "/mnt/releng/compose",
+    "RELENG_STAGING_ROOT": "/mnt/releng/repos-staging",
+    "RELENG_PRODUCTION_ROOT": "/mnt/releng/repos-production",
     "RELENG_PERIDOT_URL": "https://yumrepofs.build.resf.org/v1/projects",
     "RELENG_S3_BUCKET": "resf-empanadas",
     "RELENG_S3_CONN_ID": "releng_s3",
@@ -83,7 +83,8 @@ PRODUCTION_SETTINGS = {
     "RELENG_TORRENT_TRACKERS": "",
     "RELENG_TORRENT_PIECE_SIZE": "",
 }
-DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
+DATA_MOUNT = "/mnt/releng"  # one mount for the three trees: hard links between them need it
+DATA_TREES = ("/mnt/releng/compose", "/mnt/releng/repos-staging", "/mnt/releng/repos-production")
 PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -289,21 +290,22 @@ def test_project_folders_mounted_everywhere(services):
 
 def test_data_trees_mounted_where_tasks_write(services, compose):
     worker = mounts(services["airflow-worker"])
-    for tree in DATA_TREES:
-        assert worker.get(tree) == tree, f"worker must mount {tree}"
+    assert worker.get(DATA_MOUNT) == "/srv/releng", "the worker mounts the one data volume"
+    # The three trees are inside that one mount, and nothing mounts over a part of it.
+    env = services["airflow-worker"]["environment"]
+    trees = [env[k] for k in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")]
+    assert tuple(trees) == DATA_TREES
+    for tree in trees:
+        covering = [t for t in worker if tree == t or tree.startswith(t.rstrip("/") + "/")]
+        assert covering == [DATA_MOUNT], f"{tree} must be on the one data mount, not on {covering}"
     assert worker["/etc/pki/rpm-gpg"] == "/etc/pki/rpm-gpg"
-    assert set(DATA_TREES) <= set(mounts(services["airflow-init"]))  # it fixes their ownership
+    assert mounts(services["airflow-init"]).get(DATA_MOUNT) == "/srv/releng"  # it fixes their ownership
     # Only the worker (and the one-shot init) can touch the trees.
     for name in AIRFLOW_SERVICES - {"airflow-worker", "airflow-init"}:
-        assert not set(DATA_TREES) & set(mounts(services[name])), f"{name} must not mount the data trees"
-    # Host paths come from variables.
-    hosts = {
-        "RELENG_COMPOSE_HOST_DIR": "/srv/c",
-        "RELENG_STAGING_HOST_DIR": "/srv/s",
-        "RELENG_PRODUCTION_HOST_DIR": "/srv/p",
-    }
-    moved = mounts(load_compose({**REQUIRED_VARS, **hosts})["services"]["airflow-worker"])
-    assert [moved[t] for t in DATA_TREES] == ["/srv/c", "/srv/s", "/srv/p"]
+        assert DATA_MOUNT not in mounts(services[name]), f"{name} must not mount the data trees"
+    # The host path comes from a variable.
+    moved = mounts(load_compose({**REQUIRED_VARS, "RELENG_DATA_HOST_DIR": "/srv/data"})["services"]["airflow-worker"])
+    assert moved[DATA_MOUNT] == "/srv/data"
 
 
 def test_depends_on_and_healthchecks(services):
