@@ -781,36 +781,44 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def _api(url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
+def api(url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
     req = urllib.request.Request(f"{url}{path}", method=method, data=json.dumps(body).encode() if body else None,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"{}")
 
 
-def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callable[[str], None] = print) -> str:
-    """Trigger full_compose on the running stack through the REST API and follow it to the end."""
-    from urllib.parse import quote
-
-    url = stack.ui
-    token = airflow_token(url, "admin", stack.users["admin"])
-    deadline = time.monotonic() + 120
-    while True:  # the dag-processor parses the DAG files some seconds after start
+def unpause(stack: Stack, dag_id: str, token: str, wait: float = 120) -> None:
+    """Unpause ``dag_id``, waiting for the dag-processor to have parsed it (some seconds after start)."""
+    deadline = time.monotonic() + wait
+    while True:
         try:
-            _api(url, token, "PATCH", "/api/v2/dags/full_compose", {"is_paused": False})
-            break
+            api(stack.ui, token, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            return
         except urllib.error.HTTPError as err:
             if err.code != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(2)
-    run = _api(url, token, "POST", "/api/v2/dags/full_compose/dagRuns", {"logical_date": None, "conf": conf})
-    run_id = run["dag_run_id"]
-    log(f"full_compose: triggered {run_id} with {json.dumps(conf)}; follow it at {url}/dags/full_compose")
+
+
+def trigger(stack: Stack, dag_id: str, conf: dict, token: str) -> str:
+    """Unpause ``dag_id`` and start a run with ``conf`` through the REST API; returns the run id."""
+    unpause(stack, dag_id, token)
+    return api(stack.ui, token, "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})[
+        "dag_run_id"]
+
+
+def follow(stack: Stack, dag_id: str, run_id: str, token: str, *, timeout: float = 3600,
+           log: Callable[[str], None] = print, until: Callable[[list[dict]], bool] | None = None) -> str:
+    """Follow a run, logging task-state counts as they change, until it ends (returns its state) or until
+    ``until(task instances)`` is true (returns ``"until"``)."""
+    from urllib.parse import quote
+
     started, last = time.monotonic(), ""
     while time.monotonic() - started < timeout:
         time.sleep(5)
-        state = _api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}")["state"]
-        tis = _task_instances(url, token, "full_compose", run_id)
+        state = api(stack.ui, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"]
+        tis = task_instances(stack.ui, token, dag_id, run_id)
         counts: dict[str, int] = {}
         for ti in tis:
             counts[ti["state"] or "none"] = counts.get(ti["state"] or "none", 0) + 1
@@ -821,18 +829,28 @@ def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callabl
         if state in ("success", "failed"):
             failed = sorted({ti["task_id"] for ti in tis if ti["state"] == "failed"})
             if failed:
-                log(f"full_compose {state}; failed tasks: {', '.join(failed)} (logs in the UI)")
+                log(f"{dag_id} {state}; failed tasks: {', '.join(failed)} (logs in the UI)")
             return state
-    raise RuntimeError(f"full_compose run {run_id} did not finish in {timeout:.0f} s; see {url}")
+        if until is not None and until(tis):
+            return "until"
+    raise RuntimeError(f"{dag_id} run {run_id} did not finish in {timeout:.0f} s; see {stack.ui}")
 
 
-def _task_instances(url: str, token: str, dag_id: str, run_id: str, page: int = 100) -> list[dict]:
+def run_compose(stack: Stack, conf: dict, *, timeout: float = 3600, log: Callable[[str], None] = print) -> str:
+    """Trigger full_compose on the running stack through the REST API and follow it to the end."""
+    token = airflow_token(stack.ui, "admin", stack.users["admin"])
+    run_id = trigger(stack, "full_compose", conf, token)
+    log(f"full_compose: triggered {run_id} with {json.dumps(conf)}; follow it at {stack.ui}/dags/full_compose")
+    return follow(stack, "full_compose", run_id, token, timeout=timeout, log=log)
+
+
+def task_instances(url: str, token: str, dag_id: str, run_id: str, page: int = 100) -> list[dict]:
     """Every task instance of a run: the API returns at most 100 per request, whatever the limit asked."""
     from urllib.parse import quote
 
     found: list[dict] = []
     while True:
-        answer = _api(url, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+        answer = api(url, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
                                          f"/taskInstances?limit={page}&offset={len(found)}")
         found += answer["task_instances"]
         if not answer["task_instances"] or len(found) >= answer["total_entries"]:
@@ -877,7 +895,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop()
         print(f"stopped the stack in {args.dir}")
     elif args.cmd == "compose":
-        state = run_compose(stack, {"release": args.release, "arches": args.arches.split(",")})
+        state = run_compose(stack, {"release": args.release, "arches": args.arches.split(",")},
+                            log=lambda line: print(line, flush=True))
         compose_root = Path(stack.settings["RELENG_COMPOSE_ROOT"])
         latest = sorted(compose_root.glob("*/latest-*"))
         print(f"full_compose {state}. Compose root: {compose_root}" +
