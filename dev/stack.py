@@ -328,11 +328,21 @@ def airflow_env(home: Path, port: int, passwords_file: Path, releng_env: Mapping
     return env
 
 
+def pool_commands(airflow: str, env: Mapping[str, str]) -> list[list[str]]:
+    """Load config/pools.json, then size the repodata pool by RELENG_REPODATA_POOL_SLOTS (as airflow-init does)."""
+    from releng.core.settings import Settings
+
+    slots = Settings.from_env(env).repodata_pool_slots
+    return [[airflow, "pools", "import", str(CHECKOUT / "config" / "pools.json")],
+            [airflow, "pools", "set", "repodata", str(slots),
+             "update_repodata: staging trees regenerated at once (RELENG_REPODATA_POOL_SLOTS)"]]
+
+
 def start_airflow(home: Path, port: int, env: Mapping[str, str], log: Path) -> tuple[Service, subprocess.Popen]:
     """Migrate the SQLite DB, load the pools, then ``airflow standalone`` in the background."""
     private_dir(home)  # Airflow writes airflow.cfg (Fernet key, JWT secret) with the process umask
     airflow = str(VENV_BIN / "airflow")
-    for argv in ([airflow, "db", "migrate"], [airflow, "pools", "import", str(CHECKOUT / "config" / "pools.json")]):
+    for argv in ([airflow, "db", "migrate"], *pool_commands(airflow, env)):
         result = subprocess.run(argv, env=dict(env), capture_output=True, text=True)
         with log.open("a") as out:
             out.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
@@ -536,7 +546,7 @@ def start_celery_airflow(home: Path, port: int, env: Mapping[str, str], logs: Pa
     airflow = str(VENV_BIN / "airflow")
     setup_log = logs / "airflow-setup.log"
     setup_log.parent.mkdir(parents=True, exist_ok=True)
-    for argv in ([airflow, "db", "migrate"], [airflow, "pools", "import", str(CHECKOUT / "config" / "pools.json")]):
+    for argv in ([airflow, "db", "migrate"], *pool_commands(airflow, env)):
         result = subprocess.run(argv, env=dict(env), capture_output=True, text=True, cwd=home)
         with setup_log.open("a") as out:
             out.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
@@ -659,6 +669,7 @@ def releng_settings(stack_dir: Path, peridot_url: str, key_dir: Path) -> dict[st
         "RELENG_LORAX_BACKEND": "local",
         "RELENG_APPROVERS": "approver",
         "RELENG_GPG_KEY_DIR": str(key_dir),
+        "RELENG_TEST_SITE": "true",  # lorax is not packaged for Debian: the stand-in builds the boot trees
     }
 
 

@@ -82,6 +82,8 @@ PRODUCTION_SETTINGS = {
     "RELENG_DOWNLOAD_URL": "https://download.rockylinux.org",
     "RELENG_TORRENT_TRACKERS": "",
     "RELENG_TORRENT_PIECE_SIZE": "",
+    "RELENG_REPODATA_POOL_SLOTS": "4",
+    "RELENG_TEST_SITE": "false",
 }
 DATA_MOUNT = "/mnt/releng"  # one mount for the three trees: hard links between them need it
 DATA_TREES = ("/mnt/releng/compose", "/mnt/releng/repos-staging", "/mnt/releng/repos-production")
@@ -353,7 +355,7 @@ def test_pools_file_the_init_imports():
     if not path.is_file():
         pytest.fail("config/pools.json is missing: airflow-init imports it and stops the stack without it")
     pools = json.loads(path.read_text())
-    for name in ("reposync", "iso_build", "rsync", "promotion"):
+    for name in ("reposync", "iso_build", "repodata", "rsync", "promotion"):
         assert name in pools, f"config/pools.json lacks pool {name}"
         assert isinstance(pools[name]["slots"], int) and pools[name]["slots"] > 0
         assert "description" in pools[name]
