@@ -9,8 +9,8 @@ every package of the build system's repo, as after ``sync_to_staging``, but its 
 of them, as before the run: so every tree really changes. For each tree
 ``releng.core.updates.update_repodata.update_repodata`` runs (what one ``update_repodata`` task runs:
 ``createrepo_c --update`` into a scratch directory, groups and modules kept, ``repomd.xml`` signed with a
-throwaway key and the signature checked, the swap), in worker processes as Airflow runs tasks (started and
-warmed before the clock starts; Airflow's own task start-up is not measured):
+throwaway key and the signature checked, the swap), each in a fresh Python process as Airflow's task runner
+starts one per task (Airflow's own imports and DAG parsing, a few seconds more per task, are not included):
 
 (a) one at a time (1 worker: the `rsync` pool's one slot);
 (b) ``--slots`` at once (default: the `repodata` pool's slots in config/pools.json, RELENG_REPODATA_POOL_SLOTS).
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -36,10 +37,6 @@ from pathlib import Path
 from bench.reposync import ARCHES, BENCH, REPOS, ROOT, bench_profile
 
 KINDS = ("os", "debug")
-
-
-def _warm() -> None:
-    import releng.core.updates.update_repodata  # noqa: F401
 
 
 def _one_task(profile_path: str, repo: str, arch: str, kind: str, tree: str, synced: str, scratch: str,
@@ -98,9 +95,7 @@ def run(workers: int, profile_path: Path, jobs, template: Path, work: Path, key:
         shutil.rmtree(repodata)
         tmp.rename(repodata)
     shutil.rmtree(work / "scratch", ignore_errors=True)
-    with ProcessPoolExecutor(workers) as pool:
-        for warming in [pool.submit(_warm) for _ in range(workers)]:
-            warming.result()
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
         start = time.perf_counter()
         futures = [pool.submit(_one_task, str(profile_path), repo, arch, kind, str(staging / repo / arch / kind),
                                str(synced), str(work / "scratch" / f"{repo}-{arch}-{kind}"), key, str(home))

@@ -33,11 +33,7 @@ EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis"}
 
 # Variables the file requires (`${VAR:?message}`); sample values for rendering it in tests.
 REQUIRED_VARS = {
-    "AIRFLOW_JWT_SECRET": "test-jwt-secret-0123456789abcdef",
-    "AIRFLOW_API_SECRET_KEY": "test-api-secret-0123456789abcdef",
-    # A valid Fernet key (urlsafe base64 of 32 bytes), so the settings also work when used for real.
-    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmctLS0=",
-    "POSTGRES_PASSWORD": "testpassword0123",
+    "RELENG_SECRETS_DIR": "/etc/releng/secrets",
     "RELENG_APPROVERS": "approver,alice",
     "RELENG_KUBECONFIG_DIR": "/etc/releng/kube",
 }
@@ -210,15 +206,15 @@ def test_airflow_services_share_image_and_environment(compose, services):
 def test_executor_and_execution_api(compose, services):
     env = compose["x-airflow-common"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert (
-        env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
-        and "@redis:6379/" in env["AIRFLOW__CELERY__BROKER_URL"]
-    )
-    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    secret_urls = secret_url_templates(env)
+    assert secret_urls["AIRFLOW__CELERY__BROKER_URL"] == ("redis_password", "redis://:{}@redis:6379/0")  # a password
+    assert secret_urls["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
+        "postgres_password", "postgresql+psycopg2://airflow:{}@postgres/airflow")
     # The driver is named: SQLAlchemy 2.1's default for plain postgresql:// is psycopg 3, which the
     # pins do not install (found by test_scaleout_config: the worker died with "No module named 'psycopg'").
-    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    assert secret_urls["AIRFLOW__CELERY__RESULT_BACKEND"][1].startswith("db+postgresql+psycopg2://")
+    assert int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) == 4
+    assert 3600 <= int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) < 86400
     # Workers reach the Execution API through the api-server's service name and container port.
     url = env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
     assert url == "http://airflow-apiserver:8080/execution/"
@@ -230,21 +226,61 @@ def test_executor_and_execution_api(compose, services):
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,approver:user"
 
 
-def test_secrets_come_from_the_environment(raw):
-    """No secret in the file: each is a required variable (or, for the S3 connection, optional)."""
+SECRET_OPTIONS = {  # Airflow option -> the secret file it is read from
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgres_password",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "postgres_password",
+    "AIRFLOW__CELERY__BROKER_URL": "redis_password",
+    "AIRFLOW__CORE__FERNET_KEY": "fernet_key",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt_secret",
+    "AIRFLOW__API__SECRET_KEY": "api_secret_key",
+}
+READ_SECRET = "/opt/airflow/include/secrets/read-secret"
+
+
+def secret_url_templates(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """option -> (secret file name, URL template or "") of every ``*_CMD`` setting that reads a secret file."""
+    out = {}
+    for key, command in env.items():
+        if key.endswith("_CMD"):
+            argv = str(command).split()
+            assert argv[0] == READ_SECRET and argv[1].startswith("/run/secrets/"), (key, command)
+            out[key.removesuffix("_CMD")] = (argv[1].removeprefix("/run/secrets/"), argv[2] if len(argv) > 2 else "")
+    return out
+
+
+def _secret_names(service: dict[str, Any]) -> list[str]:
+    return [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+
+
+def test_secrets_are_files_read_through_cmd_settings(raw, services):
+    """Issue 10 finding 6: no secret in any container's environment; each is a secret file read by *_CMD."""
     env = raw["x-airflow-common"]["environment"]
-    for key, var in [
-        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
-        ("AIRFLOW__API__SECRET_KEY", "AIRFLOW_API_SECRET_KEY"),
-        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
-        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "POSTGRES_PASSWORD"),
-        ("AIRFLOW__CELERY__RESULT_BACKEND", "POSTGRES_PASSWORD"),
-        ("RELENG_APPROVERS", "RELENG_APPROVERS"),
-    ]:
-        assert f"${{{var}:?" in env[key], f"{key} must come from the required variable {var}"
-    assert raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
-    assert env["AIRFLOW_CONN_RELENG_S3"] == "${RELENG_S3_CONNECTION:-}"
-    assert env["AIRFLOW_CONN_KUBERNETES_DEFAULT"].startswith("${RELENG_KUBERNETES_CONN:-")
+    assert {k: v[0] for k, v in secret_url_templates(env).items()} == SECRET_OPTIONS
+    assert not set(SECRET_OPTIONS) & set(env), "a secret option set directly, not through its _CMD"
+    assert (ROOT / "include/secrets/read-secret").stat().st_mode & 0o111, "read-secret must be executable"
+    for name in AIRFLOW_SERVICES:
+        assert set(SECRET_OPTIONS.values()) <= set(_secret_names(services[name])), name
+    assert _secret_names(services["postgres"]) == ["postgres_password"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert _secret_names(services["redis"]) == ["redis_password"]
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert env["RELENG_APPROVERS"].startswith("${RELENG_APPROVERS:?")
+    for secret in raw["secrets"].values():
+        assert secret["file"].startswith("${RELENG_SECRETS_DIR:?")
+
+
+def test_read_secret_prints_the_secret_or_the_url(tmp_path):
+    script = str(ROOT / "include/secrets/read-secret")
+    (tmp_path / "pw").write_text("0123abcd\n")
+    out = subprocess.run([script, str(tmp_path / "pw"), "redis://:{}@redis:6379/0"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "redis://:0123abcd@redis:6379/0"  # no newline: Airflow keeps it
+    assert subprocess.run([script, str(tmp_path / "pw")], capture_output=True, text=True).stdout == "0123abcd"
+    (tmp_path / "bad").write_text("a/b@c\n")
+    bad = subprocess.run([script, str(tmp_path / "bad"), "x{}"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "must be URL-safe" in bad.stderr
+    missing = subprocess.run([script, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot read the secret file" in missing.stderr
 
 
 @pytest.mark.parametrize("var", sorted(REQUIRED_VARS))
@@ -256,15 +292,21 @@ def test_each_required_variable_fails_loudly(var):
         load_compose({**env, var: ""})
 
 
-def test_connections(compose):
+def test_connections(compose, services):
     from airflow.sdk import Connection
 
     env = compose["x-airflow-common"]["environment"]
-    assert env["AIRFLOW_CONN_RELENG_S3"] == ""  # unset: falls through to the metadata database
-    s3 = '{"conn_type":"aws","login":"k","password":"s","extra":{"region_name":"us-east-2"}}'
-    rendered = airflow_common_env({**REQUIRED_VARS, "RELENG_S3_CONNECTION": s3})
-    assert rendered["AIRFLOW_CONN_RELENG_S3"] == s3
-    assert env["RELENG_S3_CONN_ID"] == "releng_s3"  # the env connection above is AIRFLOW_CONN_<ID upper>
+    assert not [k for k in env if k.startswith("AIRFLOW_CONN_") and k != "AIRFLOW_CONN_KUBERNETES_DEFAULT"]
+    assert env["RELENG_S3_CONN_ID"] == "releng_s3"
+    # releng_s3 (the S3 keys) reaches the workers only: their secrets backend reads connections.json
+    for name in AIRFLOW_SERVICES:
+        is_worker = name == "airflow-worker"
+        assert ("connections" in _secret_names(services[name])) == is_worker, name
+        assert ("AIRFLOW__SECRETS__BACKEND" in services[name]["environment"]) == is_worker, name
+    worker = services["airflow-worker"]
+    assert {"source": "connections", "target": "connections.json"} in worker["secrets"]
+    assert worker["environment"]["AIRFLOW__SECRETS__BACKEND_KWARGS"] == (
+        '{"connections_file_path": "/run/secrets/connections.json"}')
     k8s = Connection.from_uri(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default")
     assert k8s.conn_type == "kubernetes"
     assert k8s.extra_dejson == {"kube_config_path": "/opt/airflow/kube/config"}
