@@ -439,6 +439,7 @@ def test_dockerignore():
     assert {".venv", ".stack", ".git", ".env", "logs"} <= ignored
     # What the Dockerfile copies must stay in the build context.
     assert not ignored & {"scripts", "requirements.txt", "dags", "plugins", "include", "config"}
+    assert "include/lorax/lorax-standin" in ignored, "the lorax stand-in stays out of the production image"
 
 
 # --- (b) docker-compose v1 ------------------------------------------------------------------------
