@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -119,9 +120,9 @@ def test_three_dags_on_two_celery_workers(celery_stack, request):
     assert (top / "STATUS").read_text().strip() == "FINISHED"
     celery = digest_lines(top)
     reference = _reference_digest(request)
-    assert celery == reference, "\n".join(
-        [f"only Celery: {x}" for x in sorted(set(celery) - set(reference))][:20]
-        + [f"only LocalExecutor: {x}" for x in sorted(set(reference) - set(celery))][:20])
+    only_celery, only_local = Counter(celery) - Counter(reference), Counter(reference) - Counter(celery)
+    assert celery == reference, "\n".join([f"only Celery: {x}" for x in sorted(only_celery)][:20]
+                                          + [f"only LocalExecutor: {x}" for x in sorted(only_local)][:20])
 
     # general_updates for the release
     run_id = stack.trigger(st, "general_updates", {"release": "el9"}, token)

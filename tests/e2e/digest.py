@@ -31,11 +31,11 @@ def digest_lines(top: Path) -> list[str]:
         name = re.sub(r"\b[0-9a-f]{64}-", "<sum>-", str(rel).replace(compose_id, "<compose-id>"))
         if path.is_symlink():
             name += " -> " + re.sub(r"\d{8}\.\d{6}\.\d+", "<date>", str(path.readlink()))
-        lines.append(name)
         if path.name == "repomd.xml" and path.parent.name == "repodata":
             packages = sorted(str(n) for n in read_packages(path.parent.parent))
-            lines.append(f"  packages: {len(packages)} {hashlib.sha256(chr(10).join(packages).encode()).hexdigest()}")
-    return lines
+            name += f" packages: {len(packages)} {hashlib.sha256(chr(10).join(packages).encode()).hexdigest()}"
+        lines.append(name)
+    return sorted(lines)  # after normalizing: checksums in file names would otherwise decide the order
 
 
 def tree_digest(top: Path) -> str:
