@@ -3,11 +3,15 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# make run EXECUTOR=celery WORKERS=2: CeleryExecutor on this machine's PostgreSQL and Redis
+EXECUTOR ?= local
+WORKERS ?= 2
 
 .PHONY: help run test stop status install system-tools venv lint typecheck validate
 
 help:
 	@echo "make run      install everything, start the local stack, run a full compose"
+	@echo "              (EXECUTOR=celery [WORKERS=2]: CeleryExecutor on this machine's PostgreSQL and Redis)"
 	@echo "make test     install everything and run the test suite"
 	@echo "make stop     stop the local stack"
 	@echo "make status   show the local stack's settings and services"
@@ -30,7 +34,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@touch $@
 
 run: install
-	@$(PY) -m dev.stack status >/dev/null 2>&1 || $(PY) -m dev.stack start
+	@$(PY) -m dev.stack status >/dev/null 2>&1 || $(PY) -m dev.stack start --executor $(EXECUTOR) --workers $(WORKERS)
 	$(PY) -m dev.stack compose
 	@$(PY) -m dev.stack status
 

@@ -97,7 +97,8 @@ with DAG(
     stage = SyncToStagingOperator(task_id="sync_to_staging", pool="rsync", summary=prepare.output)
 
     repodata = UpdateRepodataOperator.partial(
-        task_id="update_repodata", pool="rsync", map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
+        task_id="update_repodata", pool="repodata",  # trees in parallel; each swaps its own repomd.xml
+        map_index_template="{{ task.repo }} {{ task.arch }} {{ task.kind }}",
     ).expand_kwargs(plan["repodata"].output)
 
     emit = EmitStagingAssetOperator(task_id="emit_staging_asset", summary=prepare.output, results=repodata.output,

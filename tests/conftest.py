@@ -184,6 +184,7 @@ def site(tmp_path, monkeypatch, buildsystem_server, fixture_buildsystem, s3_serv
         "RELENG_GPG_KEY_DIR": str(fixture_buildsystem.key_dir),
         "AIRFLOW_CONN_RELENG_S3": stack.s3_connection(url, datadir),
         "RELENG_EXTRA_FILES_GIT": f"file://{extra_git}",
+        "RELENG_TEST_SITE": "true",  # the lorax stand-in builds the boot trees
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -33,11 +33,7 @@ EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis"}
 
 # Variables the file requires (`${VAR:?message}`); sample values for rendering it in tests.
 REQUIRED_VARS = {
-    "AIRFLOW_JWT_SECRET": "test-jwt-secret-0123456789abcdef",
-    "AIRFLOW_API_SECRET_KEY": "test-api-secret-0123456789abcdef",
-    # A valid Fernet key (urlsafe base64 of 32 bytes), so the settings also work when used for real.
-    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LTMyLWJ5dGVzLWxvbmctLS0=",
-    "POSTGRES_PASSWORD": "testpassword0123",
+    "RELENG_SECRETS_DIR": "/etc/releng/secrets",
     "RELENG_APPROVERS": "approver,alice",
     "RELENG_KUBECONFIG_DIR": "/etc/releng/kube",
 }
@@ -45,9 +41,9 @@ REQUIRED_VARS = {
 # The site settings every task sees, with their production values (DESIGN.md; the worker runs tasks).
 PRODUCTION_SETTINGS = {
     "RELENG_CONFIG_DIR": "/opt/airflow/config/releases",
-    "RELENG_COMPOSE_ROOT": "/mnt/compose",
-    "RELENG_STAGING_ROOT": "/mnt/repos-staging",
-    "RELENG_PRODUCTION_ROOT": "/mnt/repos-production",
+    "RELENG_COMPOSE_ROOT": "/mnt/releng/compose",
+    "RELENG_STAGING_ROOT": "/mnt/releng/repos-staging",
+    "RELENG_PRODUCTION_ROOT": "/mnt/releng/repos-production",
     "RELENG_PERIDOT_URL": "https://yumrepofs.build.resf.org/v1/projects",
     "RELENG_S3_BUCKET": "resf-empanadas",
     "RELENG_S3_CONN_ID": "releng_s3",
@@ -82,8 +78,11 @@ PRODUCTION_SETTINGS = {
     "RELENG_DOWNLOAD_URL": "https://download.rockylinux.org",
     "RELENG_TORRENT_TRACKERS": "",
     "RELENG_TORRENT_PIECE_SIZE": "",
+    "RELENG_REPODATA_POOL_SLOTS": "4",
+    "RELENG_TEST_SITE": "false",
 }
-DATA_TREES = ("/mnt/compose", "/mnt/repos-staging", "/mnt/repos-production")
+DATA_MOUNT = "/mnt/releng"  # one mount for the three trees: hard links between them need it
+DATA_TREES = ("/mnt/releng/compose", "/mnt/releng/repos-staging", "/mnt/releng/repos-production")
 PROJECT_MOUNTS = {f"/opt/airflow/{d}": f"./{d}" for d in ("dags", "plugins", "include", "config", "logs")}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
@@ -207,15 +206,15 @@ def test_airflow_services_share_image_and_environment(compose, services):
 def test_executor_and_execution_api(compose, services):
     env = compose["x-airflow-common"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert (
-        env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
-        and "@redis:6379/" in env["AIRFLOW__CELERY__BROKER_URL"]
-    )
-    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    secret_urls = secret_url_templates(env)
+    assert secret_urls["AIRFLOW__CELERY__BROKER_URL"] == ("redis_password", "redis://:{}@redis:6379/0")  # a password
+    assert secret_urls["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
+        "postgres_password", "postgresql+psycopg2://airflow:{}@postgres/airflow")
     # The driver is named: SQLAlchemy 2.1's default for plain postgresql:// is psycopg 3, which the
     # pins do not install (found by test_scaleout_config: the worker died with "No module named 'psycopg'").
-    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    assert secret_urls["AIRFLOW__CELERY__RESULT_BACKEND"][1].startswith("db+postgresql+psycopg2://")
+    assert int(env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) == 4
+    assert 3600 <= int(env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) < 86400
     # Workers reach the Execution API through the api-server's service name and container port.
     url = env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
     assert url == "http://airflow-apiserver:8080/execution/"
@@ -227,21 +226,61 @@ def test_executor_and_execution_api(compose, services):
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,approver:user"
 
 
-def test_secrets_come_from_the_environment(raw):
-    """No secret in the file: each is a required variable (or, for the S3 connection, optional)."""
+SECRET_OPTIONS = {  # Airflow option -> the secret file it is read from
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgres_password",
+    "AIRFLOW__CELERY__RESULT_BACKEND": "postgres_password",
+    "AIRFLOW__CELERY__BROKER_URL": "redis_password",
+    "AIRFLOW__CORE__FERNET_KEY": "fernet_key",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "jwt_secret",
+    "AIRFLOW__API__SECRET_KEY": "api_secret_key",
+}
+READ_SECRET = "/opt/airflow/include/secrets/read-secret"
+
+
+def secret_url_templates(env: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """option -> (secret file name, URL template or "") of every ``*_CMD`` setting that reads a secret file."""
+    out = {}
+    for key, command in env.items():
+        if key.endswith("_CMD"):
+            argv = str(command).split()
+            assert argv[0] == READ_SECRET and argv[1].startswith("/run/secrets/"), (key, command)
+            out[key.removesuffix("_CMD")] = (argv[1].removeprefix("/run/secrets/"), argv[2] if len(argv) > 2 else "")
+    return out
+
+
+def _secret_names(service: dict[str, Any]) -> list[str]:
+    return [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
+
+
+def test_secrets_are_files_read_through_cmd_settings(raw, services):
+    """Issue 10 finding 6: no secret in any container's environment; each is a secret file read by *_CMD."""
     env = raw["x-airflow-common"]["environment"]
-    for key, var in [
-        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
-        ("AIRFLOW__API__SECRET_KEY", "AIRFLOW_API_SECRET_KEY"),
-        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
-        ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "POSTGRES_PASSWORD"),
-        ("AIRFLOW__CELERY__RESULT_BACKEND", "POSTGRES_PASSWORD"),
-        ("RELENG_APPROVERS", "RELENG_APPROVERS"),
-    ]:
-        assert f"${{{var}:?" in env[key], f"{key} must come from the required variable {var}"
-    assert raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
-    assert env["AIRFLOW_CONN_RELENG_S3"] == "${RELENG_S3_CONNECTION:-}"
-    assert env["AIRFLOW_CONN_KUBERNETES_DEFAULT"].startswith("${RELENG_KUBERNETES_CONN:-")
+    assert {k: v[0] for k, v in secret_url_templates(env).items()} == SECRET_OPTIONS
+    assert not set(SECRET_OPTIONS) & set(env), "a secret option set directly, not through its _CMD"
+    assert (ROOT / "include/secrets/read-secret").stat().st_mode & 0o111, "read-secret must be executable"
+    for name in AIRFLOW_SERVICES:
+        assert set(SECRET_OPTIONS.values()) <= set(_secret_names(services[name])), name
+    assert _secret_names(services["postgres"]) == ["postgres_password"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert _secret_names(services["redis"]) == ["redis_password"]
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert env["RELENG_APPROVERS"].startswith("${RELENG_APPROVERS:?")
+    for secret in raw["secrets"].values():
+        assert secret["file"].startswith("${RELENG_SECRETS_DIR:?")
+
+
+def test_read_secret_prints_the_secret_or_the_url(tmp_path):
+    script = str(ROOT / "include/secrets/read-secret")
+    (tmp_path / "pw").write_text("0123abcd\n")
+    out = subprocess.run([script, str(tmp_path / "pw"), "redis://:{}@redis:6379/0"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout == "redis://:0123abcd@redis:6379/0"  # no newline: Airflow keeps it
+    assert subprocess.run([script, str(tmp_path / "pw")], capture_output=True, text=True).stdout == "0123abcd"
+    (tmp_path / "bad").write_text("a/b@c\n")
+    bad = subprocess.run([script, str(tmp_path / "bad"), "x{}"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "must be URL-safe" in bad.stderr
+    missing = subprocess.run([script, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "cannot read the secret file" in missing.stderr
 
 
 @pytest.mark.parametrize("var", sorted(REQUIRED_VARS))
@@ -253,15 +292,21 @@ def test_each_required_variable_fails_loudly(var):
         load_compose({**env, var: ""})
 
 
-def test_connections(compose):
+def test_connections(compose, services):
     from airflow.sdk import Connection
 
     env = compose["x-airflow-common"]["environment"]
-    assert env["AIRFLOW_CONN_RELENG_S3"] == ""  # unset: falls through to the metadata database
-    s3 = '{"conn_type":"aws","login":"k","password":"s","extra":{"region_name":"us-east-2"}}'
-    rendered = airflow_common_env({**REQUIRED_VARS, "RELENG_S3_CONNECTION": s3})
-    assert rendered["AIRFLOW_CONN_RELENG_S3"] == s3
-    assert env["RELENG_S3_CONN_ID"] == "releng_s3"  # the env connection above is AIRFLOW_CONN_<ID upper>
+    assert not [k for k in env if k.startswith("AIRFLOW_CONN_") and k != "AIRFLOW_CONN_KUBERNETES_DEFAULT"]
+    assert env["RELENG_S3_CONN_ID"] == "releng_s3"
+    # releng_s3 (the S3 keys) reaches the workers only: their secrets backend reads connections.json
+    for name in AIRFLOW_SERVICES:
+        is_worker = name == "airflow-worker"
+        assert ("connections" in _secret_names(services[name])) == is_worker, name
+        assert ("AIRFLOW__SECRETS__BACKEND" in services[name]["environment"]) == is_worker, name
+    worker = services["airflow-worker"]
+    assert {"source": "connections", "target": "connections.json"} in worker["secrets"]
+    assert worker["environment"]["AIRFLOW__SECRETS__BACKEND_KWARGS"] == (
+        '{"connections_file_path": "/run/secrets/connections.json"}')
     k8s = Connection.from_uri(env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default")
     assert k8s.conn_type == "kubernetes"
     assert k8s.extra_dejson == {"kube_config_path": "/opt/airflow/kube/config"}
@@ -289,21 +334,22 @@ def test_project_folders_mounted_everywhere(services):
 
 def test_data_trees_mounted_where_tasks_write(services, compose):
     worker = mounts(services["airflow-worker"])
-    for tree in DATA_TREES:
-        assert worker.get(tree) == tree, f"worker must mount {tree}"
+    assert worker.get(DATA_MOUNT) == "/srv/releng", "the worker mounts the one data volume"
+    # The three trees are inside that one mount, and nothing mounts over a part of it.
+    env = services["airflow-worker"]["environment"]
+    trees = [env[k] for k in ("RELENG_COMPOSE_ROOT", "RELENG_STAGING_ROOT", "RELENG_PRODUCTION_ROOT")]
+    assert tuple(trees) == DATA_TREES
+    for tree in trees:
+        covering = [t for t in worker if tree == t or tree.startswith(t.rstrip("/") + "/")]
+        assert covering == [DATA_MOUNT], f"{tree} must be on the one data mount, not on {covering}"
     assert worker["/etc/pki/rpm-gpg"] == "/etc/pki/rpm-gpg"
-    assert set(DATA_TREES) <= set(mounts(services["airflow-init"]))  # it fixes their ownership
+    assert mounts(services["airflow-init"]).get(DATA_MOUNT) == "/srv/releng"  # it fixes their ownership
     # Only the worker (and the one-shot init) can touch the trees.
     for name in AIRFLOW_SERVICES - {"airflow-worker", "airflow-init"}:
-        assert not set(DATA_TREES) & set(mounts(services[name])), f"{name} must not mount the data trees"
-    # Host paths come from variables.
-    hosts = {
-        "RELENG_COMPOSE_HOST_DIR": "/srv/c",
-        "RELENG_STAGING_HOST_DIR": "/srv/s",
-        "RELENG_PRODUCTION_HOST_DIR": "/srv/p",
-    }
-    moved = mounts(load_compose({**REQUIRED_VARS, **hosts})["services"]["airflow-worker"])
-    assert [moved[t] for t in DATA_TREES] == ["/srv/c", "/srv/s", "/srv/p"]
+        assert DATA_MOUNT not in mounts(services[name]), f"{name} must not mount the data trees"
+    # The host path comes from a variable.
+    moved = mounts(load_compose({**REQUIRED_VARS, "RELENG_DATA_HOST_DIR": "/srv/data"})["services"]["airflow-worker"])
+    assert moved[DATA_MOUNT] == "/srv/data"
 
 
 def test_depends_on_and_healthchecks(services):
@@ -351,7 +397,7 @@ def test_pools_file_the_init_imports():
     if not path.is_file():
         pytest.fail("config/pools.json is missing: airflow-init imports it and stops the stack without it")
     pools = json.loads(path.read_text())
-    for name in ("reposync", "iso_build", "rsync", "promotion"):
+    for name in ("reposync", "iso_build", "repodata", "rsync", "promotion"):
         assert name in pools, f"config/pools.json lacks pool {name}"
         assert isinstance(pools[name]["slots"], int) and pools[name]["slots"] > 0
         assert "description" in pools[name]
@@ -393,6 +439,7 @@ def test_dockerignore():
     assert {".venv", ".stack", ".git", ".env", "logs"} <= ignored
     # What the Dockerfile copies must stay in the build context.
     assert not ignored & {"scripts", "requirements.txt", "dags", "plugins", "include", "config"}
+    assert "include/lorax/lorax-standin" in ignored, "the lorax stand-in stays out of the production image"
 
 
 # --- (b) docker-compose v1 ------------------------------------------------------------------------

@@ -57,19 +57,44 @@ def _rewrite_url(value: str, run: dict[str, str]) -> str:
     if parts.hostname == "postgres":
         netloc = f"{run['name']}:{run['password']}@{PG_HOST}:{parts.port or PG_PORT}"
         parts = SplitResult(parts.scheme, netloc, f"/{run['name']}", parts.query, parts.fragment)
-    else:
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = (
-            f"{userinfo}@{REDIS_HOST}:{parts.port or REDIS_PORT}"
-            if "@" in parts.netloc
-            else f"{REDIS_HOST}:{parts.port or REDIS_PORT}"
-        )
+    else:  # the machine's Redis has no server password: the run's ACL user has the compose file's password
+        netloc = f"{run['name']}:{parts.password}@{REDIS_HOST}:{parts.port or REDIS_PORT}"
         parts = parts._replace(netloc=netloc)
     return scheme_prefix + urlunsplit(parts)
 
 
+def secret_files(run: dict[str, str], directory: Path) -> Path:
+    """The secret files of RELENG_SECRETS_DIR for this run."""
+    import base64
+
+    directory.mkdir(mode=0o700)
+    for name, value in {"postgres_password": run["password"], "redis_password": run["redis_password"],
+                        "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+                        "jwt_secret": secrets.token_hex(32), "api_secret_key": secrets.token_hex(32)}.items():
+        (directory / name).write_text(value + "\n")
+    return directory
+
+
+def run_secret_commands(compose_env: dict[str, str], secrets_dir: Path) -> dict[str, str]:
+    """Each ``X_CMD`` of the compose file run as Airflow runs it (no shell), with the container paths of the
+    secret files and of include/ mapped to this run's; its output becomes ``X``."""
+    import shlex
+
+    env = {}
+    for key, value in compose_env.items():
+        if not key.endswith("_CMD"):
+            env[key] = value
+            continue
+        argv = [a.replace("/run/secrets/", f"{secrets_dir}/").replace("/opt/airflow/include/", f"{ROOT}/include/")
+                for a in shlex.split(value)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, (key, done.stderr)
+        env[key.removesuffix("_CMD")] = done.stdout
+    return env
+
+
 def scaleout_env(run: dict[str, str], home: Path) -> dict[str, str]:
-    compose_env = airflow_common_env({**REQUIRED_VARS, "POSTGRES_PASSWORD": run["password"]})
+    compose_env = run_secret_commands(airflow_common_env(dict(REQUIRED_VARS)), secret_files(run, home / "secrets"))
     env = {k: _rewrite_url(v, run) for k, v in compose_env.items()}
     for key in (
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -116,13 +141,18 @@ def run_env(tmp_path_factory):
     except psycopg2.OperationalError as e:
         pytest.skip(f"cannot log in to PostgreSQL on {PG_HOST}:{PG_PORT} as postgres without a password: {e}")
     admin.autocommit = True
-    run = {"name": f"releng_ci_{secrets.token_hex(5)}", "password": secrets.token_hex(12)}
+    run = {"name": f"releng_ci_{secrets.token_hex(5)}", "password": secrets.token_hex(12),
+           "redis_password": secrets.token_hex(12)}
     home = tmp_path_factory.mktemp("scaleout-airflow-home")
     try:
         with admin.cursor() as cur:
             # An ordinary role owning its database, like POSTGRES_USER in the postgres image minus superuser.
             cur.execute(f"CREATE ROLE {run['name']} LOGIN PASSWORD %s", (run["password"],))
             cur.execute(f"CREATE DATABASE {run['name']} OWNER {run['name']}")
+        r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=5)
+        r.execute_command("ACL", "SETUSER", run["name"], "reset", "on", f">{run['redis_password']}",
+                          f"~{run['name']}:*", "&*", "+@all", "-@admin", "-@dangerous", "+info")
+        r.close()
         yield run, scaleout_env(run, home)
     finally:
         with admin.cursor() as cur:
@@ -132,6 +162,7 @@ def run_env(tmp_path_factory):
         r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=5)
         for key in r.scan_iter(match=f"{run['name']}:*", count=1000):
             r.delete(key)
+        r.execute_command("ACL", "DELUSER", run["name"])
         r.close()
 
 
@@ -164,7 +195,7 @@ def test_settings_point_at_the_local_services(run_env):
         f"postgresql+psycopg2://{run['name']}:{run['password']}@127.0.0.1:5432/{run['name']}"
     )
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:@127.0.0.1:6379/0"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://{run['name']}:{run['redis_password']}@127.0.0.1:6379/0"
 
 
 def test_db_migrate_on_postgresql(migrated):

@@ -20,10 +20,13 @@
 #                     copy of lorax's 80-rhel runtime-install.tmpl (never the system's file)
 #   LORAX_PYTHON      optional: python3 with boto3 (and productmd for the stand-in); default python3
 #   LORAX_XCOM_DIR    optional: where the result JSON goes when the directory exists; default /airflow/xcom
+#   LORAX_ALLOW_STANDIN optional: 1 lets the stand-in run where lorax is missing (a test site: the worker sets it
+#                     from RELENG_TEST_SITE=true); otherwise a missing lorax is an error
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optional AWS_SESSION_TOKEN, AWS_ENDPOINT_URL,
 #   AWS_DEFAULT_REGION  S3 credentials and endpoint (the pod gets them from a Kubernetes secret)
 #
-# Runs `lorax` when it is on PATH, otherwise the stand-in lorax-standin next to this script (loudly).
+# Runs `lorax` when it is on PATH, otherwise, on a test site only, the stand-in lorax-standin next to this
+# script (loudly).
 # Then: images/boot.iso.manifest (sorted ISO paths), chmod 700 -> 755, tar czf, upload with the
 # sha256 in the object metadata (s3_upload.py verifies the upload), and the result
 # {"arch","key","sha256","size"} written to $LORAX_XCOM_DIR/return.json when that directory exists
@@ -73,6 +76,7 @@ if command -v lorax >/dev/null 2>&1; then
     host=$(uname -m)
     [[ $host == "$arch" ]] || die "lorax builds only this machine's arch ($host), not $arch; the pod must run on a kubernetes.io/arch node of $arch (check the node selector)"
 else
+    [[ ${LORAX_ALLOW_STANDIN:-} == 1 ]] || die "lorax is not installed here; install lorax (Enterprise Linux: dnf install lorax lorax-templates-rhel) in the lorax image or on the worker. The lorax stand-in only builds fixture boot trees and runs only on a test site (RELENG_TEST_SITE=true)"
     standin="$here/lorax-standin"
     [[ -f $standin ]] || die "lorax is not on PATH and the stand-in $standin is missing; install lorax (Enterprise Linux) or run from the project checkout"
     echo "!!!!!!!! build-lorax: lorax is not installed; USING THE LORAX STAND-IN $standin: NOT lorax, the boot tree is built from fixture files !!!!!!!!" >&2

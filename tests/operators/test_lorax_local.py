@@ -53,6 +53,30 @@ def objects(client, prefix: str) -> list[str]:
     return [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
 
 
+@pytest.fixture(autouse=True)
+def _test_site(monkeypatch):
+    """The stand-in builds the boot trees here, as on any test site."""
+    monkeypatch.setenv("RELENG_TEST_SITE", "true")
+
+
+def test_the_stand_in_is_refused_unless_the_site_is_a_test_site(s3, tmp_path, monkeypatch):
+    """Issue 10 finding 5: nothing stopped a production worker without lorax from using the stand-in."""
+    client, _, _ = s3
+    monkeypatch.setenv("RELENG_TEST_SITE", "false")
+    kwargs = lorax_local_kwargs({"arch": "x86_64", "summary": SUMMARY})
+    op = LoraxLocalOperator(task_id="build_lorax", aws_conn_id="releng_s3", work_root=str(tmp_path), **kwargs)
+    with pytest.raises(AirflowException, match=r"build-lorax\.sh failed for x86_64"):
+        op.execute({})
+    assert objects(client, kwargs["key"]) == []
+    script_job = lorax.LoraxJob(kwargs["arch"], kwargs["revision"], tuple(kwargs["options"]), kwargs["bucket"],
+                                kwargs["key"], ())
+    env = {k: v for k, v in os.environ.items() if k != "LORAX_ALLOW_STANDIN"} | script_job.env(str(tmp_path / "w"))
+    done = subprocess.run(["bash", str(lorax.BUILD_SCRIPT), *kwargs["options"]], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 1 and "lorax is not installed here" in done.stderr
+    assert "only on a test site (RELENG_TEST_SITE=true)" in done.stderr and "STAND-IN" not in done.stderr
+
+
 def job(el9, arch: str = "x86_64", epoch: int = 1735787045) -> lorax.LoraxJob:
     layout = ComposeLayout(el9, Path("/srv/compose"), SUMMARY["compose_id"])
     return lorax.lorax_job(layout, arch, rc=False, hashed=False, peridot_url="http://127.0.0.1:9/v1/projects",

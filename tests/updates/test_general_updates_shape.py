@@ -59,7 +59,7 @@ def test_order_pools_and_outlet(dag):
     for before, after in itertools.pairwise(ORDER):
         assert before in dag.get_task(after).get_flat_relative_ids(upstream=True), (before, after)
     assert dag.get_task("sync_repos").pool == "reposync"
-    assert dag.get_task("sync_to_staging").pool == "rsync" and dag.get_task("update_repodata").pool == "rsync"
+    assert dag.get_task("sync_to_staging").pool == "rsync" and dag.get_task("update_repodata").pool == "repodata"
     assert list(dag.get_task("emit_staging_asset").outlets) == [STAGING_ASSET]
     assert {t.task_id for t in dag.tasks} == {*ORDER, "plan.reposync", "plan.repoclosure", "plan.repodata",
                                               "release_staging"}

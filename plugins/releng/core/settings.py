@@ -67,6 +67,8 @@ class Settings:
     download_url: str
     torrent_trackers: tuple[str, ...]
     torrent_piece_size: int | None
+    repodata_pool_slots: int
+    test_site: bool
 
     @property
     def mirror_handoff_argv(self) -> tuple[str, ...]:
@@ -123,6 +125,15 @@ class Settings:
         if attempts != int(attempts):
             raise SettingsError(f"RELENG_MIRROR_HANDOFF_ATTEMPTS={get('RELENG_MIRROR_HANDOFF_ATTEMPTS')!r} is not a "
                                 "whole number; a whole number of attempts, e.g. 3")
+        slots = _number(get, "RELENG_REPODATA_POOL_SLOTS", 1, 64,
+                        "how many staging trees update_repodata regenerates at once, e.g. 4")
+        if slots != int(slots):
+            raise SettingsError(f"RELENG_REPODATA_POOL_SLOTS={get('RELENG_REPODATA_POOL_SLOTS')!r} is not a whole "
+                                "number; how many staging trees update_repodata regenerates at once, e.g. 4")
+        test_site = get("RELENG_TEST_SITE").lower()
+        if test_site not in ("true", "false"):
+            raise SettingsError(f"RELENG_TEST_SITE={test_site!r} is neither 'true' nor 'false'; 'true' only on a "
+                                "test site (it lets the lorax stand-in build boot trees where lorax is missing)")
         return cls(
             config_dir=Path(get("RELENG_CONFIG_DIR")),
             compose_root=roots["RELENG_COMPOSE_ROOT"],
@@ -166,6 +177,8 @@ class Settings:
             download_url=_download_url(get),
             torrent_trackers=_trackers(get),
             torrent_piece_size=_piece_size(get),
+            repodata_pool_slots=int(slots),
+            test_site=test_site == "true",
         )
 
     def as_env(self) -> dict[str, str]:
@@ -438,6 +451,11 @@ DEFAULTS: dict[str, str] = {
     "RELENG_TORRENT_TRACKERS": "",
     # Empty: the piece size is chosen per image from its size.
     "RELENG_TORRENT_PIECE_SIZE": "",
+    # Slots of the `repodata` pool: update_repodata instances (one staging tree each) running at once.
+    "RELENG_REPODATA_POOL_SLOTS": "4",
+    # true only on a test site (the local stack, CI): where lorax is not installed, the lorax stand-in builds a
+    # lorax-shaped boot tree from fixture files. Elsewhere a missing lorax fails build_lorax.
+    "RELENG_TEST_SITE": "false",
 }
 
 

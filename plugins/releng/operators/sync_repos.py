@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from releng.core.compose.sync_repos import SyncError, SyncRefused, sync_repo
+from releng.core.repo.trees import CrossMountError
 from releng.core.run import ToolError
 from releng.hooks.buildsystem import BuildSystemHook
 from releng.operators.common import load_release, site_settings
@@ -64,7 +65,7 @@ class SyncReposOperator(BaseOperator):
                                hashed=self.hashed, delete=self.delete, previous=self.previous,
                                progress_interval=self.progress_interval, log=self.log.info,
                                warn=self.log.warning, on_start=self._set_proc)
-        except SyncRefused as exc:
+        except (SyncRefused, CrossMountError) as exc:  # a retry cannot help: the trees' mounts must change
             raise AirflowFailException(str(exc)) from None
         except (SyncError, ToolError) as exc:
             raise AirflowException(str(exc)) from None

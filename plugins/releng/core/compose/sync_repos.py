@@ -55,7 +55,13 @@ from releng.core.repo.dnf_output import failed_downloads, gpg_failures, package_
 from releng.core.repo.primary import iter_packages, package_index
 from releng.core.repo.repomd import REPOMD, RepoError, stale_metadata, tree_path
 from releng.core.repo.signatures import SignatureToolError, check_signatures, dearmor, gpgv_argv
-from releng.core.repo.trees import break_shared_links, copy_repodata, link_unchanged, samefile_count
+from releng.core.repo.trees import (
+    CrossMountError,
+    break_shared_links,
+    copy_repodata,
+    link_unchanged,
+    samefile_count,
+)
 from releng.core.repo.verify import TreeReport, verify_repo
 from releng.core.run import ToolError, run, stream
 
@@ -337,6 +343,8 @@ def _reuse_reference(job: _Job) -> tuple[TreeReport | None, list[str]]:
             index = package_index(job.previous)
             linked = link_unchanged(job.dest, job.previous, index.values(), previous_index=index)
             copy_repodata(job.previous, job.dest)
+    except CrossMountError:
+        raise  # a deployment error, not a reason to download everything again
     except (RepoError, OSError) as exc:
         job.warn(f"{job.label}: could not take the unchanged tree from {job.previous} ({exc}); running dnf")
         return None, []
@@ -362,6 +370,8 @@ def _reposync(job: _Job, progress_interval: float) -> tuple[list[int], list[str]
         if job.previous:
             try:
                 linked = link_unchanged(job.dest, job.previous, wanted.values())
+            except CrossMountError:
+                raise
             except RepoError as exc:
                 job.warn(f"{job.label}: nothing linked from the previous compose: {exc}")
             job.log(f"{job.label}: {len(linked)} of {len(wanted)} packages unchanged since {job.previous}, "

@@ -20,6 +20,20 @@ from releng.core.repo.repomd import RepoError, tree_path
 from releng.core.repo.verify import TreeReport, file_matches, files_under, verify_repo
 
 
+class CrossMountError(RepoError):
+    """A hard link that the layout promises failed because the two trees are on different mounts."""
+
+
+def cross_mount_error(previous: Path, dest: Path) -> CrossMountError:
+    return CrossMountError(
+        f"cannot hard-link packages from {previous} into {dest}: they are on different mounts ([Errno 18] "
+        "Invalid cross-device link). Linux refuses a hard link between two mounts even of one file system "
+        "(two bind mounts or two volumes of the same disk), so every package would be downloaded again. Put "
+        "RELENG_COMPOSE_ROOT, RELENG_STAGING_ROOT and RELENG_PRODUCTION_ROOT on one mount: in docker-compose.yaml "
+        "the one data volume (RELENG_DATA_HOST_DIR at /mnt/releng), on Kubernetes one ReadWriteMany volume with "
+        "the three trees as subdirectories of one mount")
+
+
 def _link_into(src: Path, dest: Path) -> None:
     """Make ``dest`` a hard link of ``src``, replacing whatever is there in one rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +49,8 @@ def link_unchanged(dest: Path, previous: Path, wanted: Iterable[PackageEntry],
 
     Unchanged means the previous tree's repodata (``previous_index`` when the caller has read it
     already) lists the same href with the same checksum and the file there has the listed size.
-    Raises RepoError when ``previous`` has no readable repodata or is on another file system.
+    Raises RepoError when ``previous`` has no readable repodata, CrossMountError when it is on another mount
+    (or file system): the hard links the layout promises are impossible there, which is a deployment error.
     """
     dest, previous = Path(dest), Path(previous)
     before = package_index(previous) if previous_index is None else previous_index
@@ -58,8 +73,7 @@ def link_unchanged(dest: Path, previous: Path, wanted: Iterable[PackageEntry],
             continue
         except OSError as exc:
             if exc.errno == errno.EXDEV:
-                raise RepoError(f"cannot hard-link {previous} into {dest}: they are on different file systems; "
-                                "keep composes on one file system") from None
+                raise cross_mount_error(previous, dest) from None
             raise
         linked.append(entry.href)
     return linked
