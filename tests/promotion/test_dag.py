@@ -174,7 +174,8 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
     # the file lists describe production exactly
     text = (staged.category / "fullfiletimelist-rocky").read_text()
     listed = {e.path: e for e in filelist.parse_timelist(text).files}
-    on_disk = [p for p in staged.category.rglob("*") if p.name not in ("fullfilelist", "fullfiletimelist-rocky")]
+    on_disk = [p for p in staged.category.rglob("*")
+               if p.name not in ("fullfilelist", "fullfiletimelist-rocky", "imagelist-rocky")]
     assert set(listed) == {str(p.relative_to(staged.category)) for p in on_disk}
     for path in on_disk:
         st = path.lstat()
