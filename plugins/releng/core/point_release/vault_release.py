@@ -143,12 +143,17 @@ def differences(release: Path, vault: Path, *, limit: int = 20) -> list[str]:
     """
     found: list[str] = []
     seen = set()
+    missing: set[str] = set()
     for rel, st in walk(release):
         seen.add(rel)
+        if rel.rpartition("/")[0] in missing:  # below a directory already reported missing
+            missing.add(rel)
+            continue
         try:
             vst = os.lstat(vault / rel)
         except FileNotFoundError:
             found.append(f"{rel}: missing from the vault")
+            missing.add(rel)
         else:
             kind = _kind(st)
             if kind != _kind(vst):
