@@ -119,7 +119,7 @@ def test_an_existing_vault_that_differs_is_refused_and_left_alone(prod):
     prod["vault"].mkdir(parents=True)
     (prod["vault"] / "README").write_text("someone's notes\n")
     before = tree_digest(prod["root"], strict=True)
-    with pytest.raises(vault_release.VaultError, match="already exists and is not a hard-linked vault.*move it away"):
+    with pytest.raises(vault_release.VaultError, match=r"already exists and is not a hard-linked vault.*move it away"):
         _vault(prod)
     assert tree_digest(prod["root"], strict=True) == before
 
@@ -133,7 +133,7 @@ def test_different_file_systems_are_refused_before_anything_is_written(prod):
     try:
         (prod["root"] / "mirror" / "vault").symlink_to(elsewhere)
         before = tree_digest(prod["root"], strict=True)
-        with pytest.raises(vault_release.VaultError, match="cannot cross file systems.*nothing was changed"):
+        with pytest.raises(vault_release.VaultError, match=r"cannot cross file systems.*nothing was changed"):
             _vault(prod)
         assert tree_digest(prod["root"], strict=True) == before and not any(elsewhere.iterdir())
     finally:
@@ -169,7 +169,7 @@ def test_links_are_swapped_never_nested_and_real_directories_refused(tmp_path):
     before = tree_digest(category, strict=True)
     with pytest.raises(switch_links.LinkError, match="is a real directory, not a link"):
         switch_links.point_links(category, {"latest-9": "9.7-RC1", "9": "9.7-RC1"})
-    with pytest.raises(switch_links.LinkError, match="9.8 does not exist"):
+    with pytest.raises(switch_links.LinkError, match=r"9.8 does not exist"):
         switch_links.point_links(category, {"latest-9": "9.8"})
     assert tree_digest(category, strict=True) == before
 
@@ -181,12 +181,13 @@ def test_plan_finds_the_previous_release_and_refuses_what_cannot_be_done(prod, e
     (staging / "mirror" / "pub" / "rocky" / "9.7-RC1").mkdir(parents=True)
     (prod["root"] / "mirror" / "pub" / "rocky" / "9.5").mkdir()
     trees = ReleaseTrees(el9, staging, prod["root"])
-    target = PromotionTarget("el9", True, "9.7", staging / "mirror/pub/rocky/9.7-RC1", prod["root"] / "mirror/pub/"
-                             "rocky/9.7", prod["root"] / "mirror/pub/rocky", "rocky", StateDir(prod["root"] / ".releng"))
+    category = prod["root"] / "mirror" / "pub" / "rocky"
+    target = PromotionTarget("el9", True, "9.7", staging / "mirror/pub/rocky/9.7-RC1", category / "9.7", category,
+                             "rocky", StateDir(prod["root"] / ".releng"))
     assert plan_mod.previous_release(trees, None) == "9.6"  # the newest earlier 9.N
     with pytest.raises(PromotionError, match="not an earlier point release of 9"):
         plan_mod.previous_release(trees, "9.8")
-    with pytest.raises(PromotionError, match="neither .*9.4 nor"):
+    with pytest.raises(PromotionError, match=r"neither .*9.4 nor"):
         plan_mod.previous_release(trees, "9.4")
     made = plan_mod.point_release_plan(target, trees, None)
     assert made["vault"]["state"] == "to vault" and made["vault"]["linked_files"] == 4
@@ -194,7 +195,7 @@ def test_plan_finds_the_previous_release_and_refuses_what_cannot_be_done(prod, e
     assert any(a.startswith("vault 9.6:") for a in made["actions"])
     prod["vault"].mkdir(parents=True)
     (prod["vault"] / "x").write_text("x")
-    with pytest.raises(PromotionError, match="(?s)cannot be done as it stands.*not a hard-linked vault"):
+    with pytest.raises(PromotionError, match=r"(?s)cannot be done as it stands.*not a hard-linked vault"):
         plan_mod.point_release_plan(target, trees, None)
 
 
