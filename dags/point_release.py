@@ -69,7 +69,8 @@ with DAG(
         "release": release_param(description="Release profile whose revision is the new point release."),
         "rc": Param(False, type="boolean", title="Release candidate",
                     description="Promote the X.Y-RCn staging directory (the links in staging point at it)."),
-        "previous": Param(None, type=["null", "string"], pattern=r"^\d+\.\d+$", title="Previous release",
+        "previous": Param(None, type=["null", "string"], pattern=r"^\d+\.\d+$", maxLength=16,
+                          title="Previous release",
                           description="The point release to move to the vault (X.Y); empty: the newest earlier "
                                       "X.Y of the same major in production."),
         "dry_run": Param(False, type="boolean", title="Dry run",
