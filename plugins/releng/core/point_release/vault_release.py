@@ -43,8 +43,8 @@ from releng.core.promotion.lock import production_lock
 from releng.core.promotion.target import PromotionTarget
 from releng.core.promotion.update_file_lists import mark_lists_stale
 from releng.core.repo.verify import verify_tree
-from releng.core.staging.signing import gpg_session, require_key, sign_repomd, signed_by
-from releng.core.staging.sync_to_staging import repomd_files
+from releng.core.staging.signing import gpg_session, require_key
+from releng.core.staging.sync_to_staging import publish_signed_repomd, repomd_files
 
 REPODATA = "repodata"
 Log = Callable[[str], None]
@@ -260,13 +260,9 @@ def sign_and_verify(tree: Path, *, signing_key: str, gnupghome: Path | None, log
     signed = 0
     if signing_key:
         fingerprints = require_key(signing_key, gnupghome)
-        with gpg_session(gnupghome):
-            for rel in repomd_files(tree):
-                if not signed_by(tree / rel, fingerprints, gnupghome):
-                    (tree / f"{rel}.asc").unlink(missing_ok=True)
-                    sign_repomd(tree / rel, signing_key, gnupghome, fingerprints, label=str(rel.parent.parent))
-                    os.chmod(tree / f"{rel}.asc", FILE_MODE)
-                    signed += 1
+        with gpg_session(gnupghome):  # signed beside it and renamed in: a vault already published stays whole
+            signed = sum(publish_signed_repomd(tree / rel, tree / rel, signing_key, gnupghome, fingerprints)
+                         for rel in repomd_files(tree))
     report = verify_tree(tree, signing_key=signing_key, gnupghome=gnupghome, log=log)
     problems = report.problems(None)
     if problems:
