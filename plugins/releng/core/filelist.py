@@ -123,6 +123,8 @@ def categories(distribution: str, state_dir_name: str = ".releng") -> tuple[Cate
     module, where quick-fedora-mirror clients of that module look for ``fullfiletimelist-<module>``).
     """
     timelist_name(distribution)  # refuses a name that cannot name a list
+    if distribution == "sig":
+        raise FileListError("'sig' is the SIG category, not a distribution; name the distribution (e.g. 'rocky')")
     return (
         Category(distribution, f"mirror/pub/{distribution}", distribution),
         Category("sig", "mirror/pub/sig", "sig"),

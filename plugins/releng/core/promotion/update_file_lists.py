@@ -16,14 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from releng.core import filelist, fs
+from releng.core.layout import SIG_CATEGORY
+from releng.core.profile import find_profile
 from releng.core.promotion.base import Log, quiet, utc_now
 from releng.core.promotion.lock import production_lock
 from releng.core.promotion.target import STATE_DIR, PromotionTarget, StateDir
+from releng.core.settings import settings
 
 
 def production_categories(target: PromotionTarget) -> tuple[filelist.Category, ...]:
-    """The categories of the production tree ``target`` belongs to, innermost first."""
-    return filelist.categories(target.category, STATE_DIR)
+    """The categories of the production tree ``target`` belongs to, innermost first (a SIG's target names the
+    ``sig`` category: the distribution's name comes from its profile)."""
+    distribution = target.category
+    if distribution == SIG_CATEGORY:
+        distribution = find_profile(target.release, settings().config_dir).shortname.lower()
+    return filelist.categories(distribution, STATE_DIR)
 
 
 def _root(target: PromotionTarget) -> Path:
