@@ -13,8 +13,10 @@ from releng.core.settings import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "config" / "releases"
-FORMS = ["full_compose", "general_updates", "promote_to_production"]  # the DAGs with a release on the form
-DAG_FILES = ["full_compose.py", "general_updates.py", "promote_to_production.py", "scheduled_updates.py"]
+# the DAGs with a release on the form
+FORMS = ["full_compose", "general_updates", "point_release", "promote_to_production"]
+DAG_FILES = ["full_compose.py", "general_updates.py", "point_release.py", "promote_to_production.py",
+             "scheduled_updates.py"]
 
 
 def parse(monkeypatch, config_dir: Path):

@@ -58,6 +58,7 @@ def _trigger(api, dag_id: str, conf: dict):
      "Invalid input for param repos: "),
     ("full_compose", {"release": BIG}, "Invalid input for param release: "),
     ("promote_to_production", {"release": BIG}, "Invalid input for param release: "),
+    ("point_release", {"release": "el9", "previous": BIG}, "Invalid input for param previous: "),
 ])
 def test_oversized_params_are_refused_before_a_run_exists(api, dag_id, conf, message):
     before = _runs(dag_id)

@@ -31,47 +31,48 @@ PROMOTION_TASKS = ("promote_payload", "promote_metadata", "promote_deletions", "
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("airflow_db")]
 
 
-def load_dag():
+def load_dag(dag_id: str = DAG_ID):
     """Parse the DAG now, so it sees this test's RELENG_* settings (approvers, timeout, profiles)."""
     from airflow.dag_processing.dagbag import DagBag
 
     settings.cache_clear()
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "promote_to_production.py"))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
     assert bag.import_errors == {}
-    return bag.get_dag(DAG_ID)
+    return bag.get_dag(dag_id)
 
 
-def _parked_run_id(deadline: float) -> str | None:
+def _parked_run_id(deadline: float, dag_id: str = DAG_ID) -> str | None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
     while time.monotonic() < deadline:
         with create_session() as s:
-            ti = s.query(TaskInstance).filter_by(dag_id=DAG_ID, task_id=APPROVAL, state="awaiting_input").first()
+            ti = s.query(TaskInstance).filter_by(dag_id=dag_id, task_id=APPROVAL, state="awaiting_input").first()
             if ti:
                 return ti.run_id
         time.sleep(0.3)
     return None
 
 
-def _patch_as(client, run_id: str, user: str, role: str, decision: str):
+def _patch_as(client, run_id: str, user: str, role: str, decision: str, dag_id: str = DAG_ID):
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=role))
-    url = f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances/{APPROVAL}/-1/hitlDetails"
+    url = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{APPROVAL}/-1/hitlDetails"
     return client.patch(url, json={"chosen_options": [decision], "params_input": {}},
                         headers={"Authorization": f"Bearer {token}"})
 
 
-def respond(decision: str, out: dict, *, during=None, also_try_as_admin: bool = False) -> threading.Thread:
+def respond(decision: str, out: dict, *, during=None, also_try_as_admin: bool = False,
+            dag_id: str = DAG_ID) -> threading.Thread:
     """Answer the approval through the REST API once it is parked; optionally first as ``admin`` (not assigned)."""
 
     def work():
         from airflow.api_fastapi.app import create_app
         from fastapi.testclient import TestClient
 
-        run_id = _parked_run_id(time.monotonic() + 120)
+        run_id = _parked_run_id(time.monotonic() + 120, dag_id)
         if run_id is None:
             out["error"] = "the approval task never reached awaiting_input"
             return
@@ -80,9 +81,9 @@ def respond(decision: str, out: dict, *, during=None, also_try_as_admin: bool = 
             during()
         client = TestClient(create_app(apps="core"))
         if also_try_as_admin:
-            r = _patch_as(client, run_id, "admin", "admin", decision)
+            r = _patch_as(client, run_id, "admin", "admin", decision, dag_id)
             out["admin"] = (r.status_code, r.text)
-        r = _patch_as(client, run_id, "approver", "user", decision)
+        r = _patch_as(client, run_id, "approver", "user", decision, dag_id)
         out["approver"] = (r.status_code, r.text)
 
     thread = threading.Thread(target=work, daemon=True)
@@ -174,7 +175,8 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
     # the file lists describe production exactly
     text = (staged.category / "fullfiletimelist-rocky").read_text()
     listed = {e.path: e for e in filelist.parse_timelist(text).files}
-    on_disk = [p for p in staged.category.rglob("*") if p.name not in ("fullfilelist", "fullfiletimelist-rocky")]
+    on_disk = [p for p in staged.category.rglob("*")
+               if p.name not in ("fullfilelist", "fullfiletimelist-rocky", "imagelist-rocky")]
     assert set(listed) == {str(p.relative_to(staged.category)) for p in on_disk}
     for path in on_disk:
         st = path.lstat()
@@ -245,7 +247,7 @@ def test_reject_leaves_production_byte_identical(staged, webhook, monkeypatch, t
     assert webhook.by_event("promotion_rejected")[0]["data"]["decided_by"] == "approver"
 
 
-def _expire_approval_as_the_scheduler_would(out: dict) -> threading.Thread:
+def _expire_approval_as_the_scheduler_would(out: dict, dag_id: str = DAG_ID) -> threading.Thread:
     """Wait for the approval to park, check its deadline, move it into the past and run the scheduler's sweep.
 
     ``dag.test()`` runs no scheduler, so nothing applies response_timeout there; this calls
@@ -261,12 +263,12 @@ def _expire_approval_as_the_scheduler_would(out: dict) -> threading.Thread:
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.session import create_session
 
-        run_id = _parked_run_id(time.monotonic() + 120)
+        run_id = _parked_run_id(time.monotonic() + 120, dag_id)
         if run_id is None:
             out["error"] = "never parked"
             return
         with create_session() as s:
-            ti = s.query(TaskInstance).filter_by(dag_id=DAG_ID, task_id=APPROVAL, run_id=run_id).one()
+            ti = s.query(TaskInstance).filter_by(dag_id=dag_id, task_id=APPROVAL, run_id=run_id).one()
             out["deadline_in"] = ti.trigger_timeout - datetime.now(UTC)
             ti.trigger_timeout = datetime.now(UTC) - timedelta(seconds=1)
         with create_session() as s:

@@ -35,9 +35,9 @@ def _listed(cat: Path) -> dict[str, filelist.Entry]:
 def test_lists_every_entry_with_type_size_and_time(tmp_path):
     cat = _category(tmp_path)
     result = filelist.publish(cat, "rocky")
-    assert result.changed == ["fullfilelist", "fullfiletimelist-rocky"]
+    assert result.changed == ["fullfilelist", "imagelist-rocky", "fullfiletimelist-rocky"]  # the time list last
     listed = _listed(cat)
-    on_disk = {str(p.relative_to(cat)): p for p in cat.rglob("*") if not p.name.startswith("fullfile")}
+    on_disk = {str(p.relative_to(cat)): p for p in cat.rglob("*") if not p.name.startswith(("fullfile", "imagelist"))}
     assert set(listed) == set(on_disk)
     for rel, path in on_disk.items():
         st = path.lstat()
@@ -108,10 +108,27 @@ def test_unchanged_lists_are_left_in_place_and_never_list_themselves(tmp_path):
     assert {n: (cat / n).stat().st_ino for n in inodes} == inodes  # not even renamed over
     (cat / "9.7" / "isos" / "new.iso").write_bytes(b"n")
     changed = filelist.publish(cat, "rocky")
-    assert changed.changed == ["fullfilelist", "fullfiletimelist-rocky"]
+    assert changed.changed == ["fullfilelist", "imagelist-rocky", "fullfiletimelist-rocky"]
     assert "9.7/isos/new.iso" in _listed(cat)
     assert glob.glob(str(cat / "fullfiletimelist-*")) == [str(cat / "fullfiletimelist-rocky")]
     assert not [p for p in cat.iterdir() if p.name.startswith(".fullfile")]  # no temp files left
+
+
+def test_image_list_names_the_images_as_create_filelist_does(tmp_path):
+    """``imagelist-<category>``: create-filelist ``-i``: ``./path`` of every listed entry whose name ends in one
+    of productmd's image formats (links too), in the lists' order; the other files are not in it."""
+    cat = _category(tmp_path)
+    (cat / "9.7" / "images").mkdir()
+    for name in ("Rocky-9-GenericCloud-Base-9.7-20251123.0.x86_64.qcow2", "Rocky-9-Vagrant-Libvirt.x86_64.vagrant-"
+                 "libvirt.box", "Rocky-9-Container-Base.x86_64.tar.xz", "CHECKSUM", "x.qcow2.torrent"):
+        (cat / "9.7" / "images" / name).write_bytes(b"i")
+    filelist.publish(cat, "rocky")
+    assert (cat / "imagelist-rocky").read_text().splitlines() == [
+        "./9.7/images/Rocky-9-Container-Base.x86_64.tar.xz",
+        "./9.7/images/Rocky-9-GenericCloud-Base-9.7-20251123.0.x86_64.qcow2",
+        "./9.7/images/Rocky-9-Vagrant-Libvirt.x86_64.vagrant-libvirt.box",
+        "./9.7/isos/boot.iso", "./9.7/isos/latest.iso"]
+    assert filelist.imagelist_name("rocky") == "imagelist-rocky"
 
 
 def test_a_name_that_cannot_be_listed_fails_and_leaves_the_old_lists(tmp_path):

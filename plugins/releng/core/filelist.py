@@ -17,6 +17,15 @@ and scan-primary-mirror read::
     [End]
 
 ``fullfilelist``: the same entries as ``./<path>`` lines (create-filelist ``-f``).
+``imagelist-<category>``: the ``./<path>`` lines of the entries whose name ends
+in one of productmd's image formats (``.iso``, ``.qcow2``, ``.box``...), what
+create-filelist ``-i`` writes for fedfind and "latest image" scripts.
+
+A *category* (:class:`Category`) is one directory of production with its own
+lists: ``root`` (the production root, everything mirrors get), the
+distribution's ``mirror/pub/<short>``, ``mirror/pub/sig`` and ``mirror/vault``.
+Each is listed on its own: a change in one rewrites that category's lists and
+the root's (which holds everything), never another category's.
 
 Semantics kept from create-filelist: times are the integer ``max(st_mtime,
 st_ctime)`` of ``lstat``; types are ``f``/``d``/``l`` plus ``-`` (not
@@ -44,14 +53,18 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from productmd.images import SUPPORTED_IMAGE_FORMATS
+
 VERSION = "2"
 FILELIST = "fullfilelist"
 TIMELIST_PREFIX = "fullfiletimelist"
+IMAGELIST_PREFIX = "imagelist"
+IMAGE_SUFFIXES = tuple(f".{fmt}" for fmt in SUPPORTED_IMAGE_FORMATS)
 CHECKSUM_SECTION = "[Checksums SHA1]"
 SKIP_NAMES = frozenset({".~tmp~"})
 _S_IFMT, _S_IFDIR, _S_IFLNK, _S_IFREG = 0o170000, 0o040000, 0o120000, 0o100000
@@ -68,10 +81,61 @@ def timelist_name(category: str) -> str:
     return f"{TIMELIST_PREFIX}-{category}"
 
 
+def imagelist_name(category: str) -> str:
+    return f"{IMAGELIST_PREFIX}-{timelist_name(category).removeprefix(TIMELIST_PREFIX + '-')}"
+
+
 def _top_level_skip(name: str) -> bool:
     """The lists themselves, their temp files and old copies (create-filelist ``-s``)."""
     return (name == FILELIST or name.startswith(TIMELIST_PREFIX) or name.startswith(f".{FILELIST}")
-            or name.startswith(f".{TIMELIST_PREFIX}") or name.startswith("imagelist-"))
+            or name.startswith(f".{TIMELIST_PREFIX}") or name.startswith(f"{IMAGELIST_PREFIX}-")
+            or name.startswith(f".{IMAGELIST_PREFIX}-"))
+
+
+@dataclass(frozen=True)
+class Category:
+    """A production directory with its own file lists.
+
+    ``path`` is relative to the production root (``""``: the root itself); ``list_name`` names the lists
+    (``fullfiletimelist-<list_name>``, ``imagelist-<list_name>``); ``skip`` are top-level names never listed
+    (the root's ``.releng`` promotion state).
+    """
+
+    name: str
+    path: str
+    list_name: str
+    skip: frozenset[str] = frozenset()
+
+    def directory(self, production_root: Path) -> Path:
+        root = Path(production_root)
+        return root / self.path if self.path else root
+
+    def contains(self, production_root: Path, path: Path) -> bool:
+        """True when ``path`` (absolute) is this category's directory or below it."""
+        top = self.directory(production_root)
+        return Path(path) == top or top in Path(path).parents
+
+
+def categories(distribution: str, state_dir_name: str = ".releng") -> tuple[Category, ...]:
+    """Every category of a production tree, innermost first (a list is made after the lists it contains).
+
+    The root's lists carry the distribution's name (``fullfiletimelist-rocky`` at the top of the ``rocky`` rsync
+    module, where quick-fedora-mirror clients of that module look for ``fullfiletimelist-<module>``).
+    """
+    timelist_name(distribution)  # refuses a name that cannot name a list
+    if distribution == "sig":
+        raise FileListError("'sig' is the SIG category, not a distribution; name the distribution (e.g. 'rocky')")
+    return (
+        Category(distribution, f"mirror/pub/{distribution}", distribution),
+        Category("sig", "mirror/pub/sig", "sig"),
+        Category("vault", "mirror/vault", "vault"),
+        Category("root", "", distribution, frozenset({state_dir_name})),
+    )
+
+
+def list_files(category: Category) -> tuple[str, str, str]:
+    """The names of a category's lists: ``fullfilelist``, its time list and its image list."""
+    return FILELIST, timelist_name(category.list_name), imagelist_name(category.list_name)
 
 
 @dataclass
@@ -106,13 +170,15 @@ def _checked_scan(path: str) -> tuple[list[str], list[os.stat_result]]:
     return names, sts
 
 
-def walk_chunks(root: Path, stats: ListStats, repomd_paths: list[str]) -> Iterator[tuple[str, list[str]]]:
+def walk_chunks(root: Path, stats: ListStats, repomd_paths: list[str],
+                skip: Iterable[str] = ()) -> Iterator[tuple[str, list[str]]]:
     """Chunks of (time-list lines, relative paths) in path order; collects repomd.xml paths.
 
     Depth first with each directory's names sorted, so a directory comes right
     before its contents. Written for speed (it is stat-bound on big trees): one
     ``lstat`` per entry relative to the directory's fd, one string per entry.
     """
+    top_skip = frozenset(skip)
     # a frame: [relative prefix, absolute path, restricted, names, stats, next index];
     # restricted = below a directory that is not world-readable
     frames: list[list] = [["", os.fspath(root), False, *_checked_scan(os.fspath(root)), 0]]
@@ -128,7 +194,7 @@ def walk_chunks(root: Path, stats: ListStats, repomd_paths: list[str]) -> Iterat
         for i in range(start, len(names)):
             name = names[i]
             if (name[0] == "." and (name in SKIP_NAMES or name.startswith(".nfs"))) or (
-                    not rel and _top_level_skip(name)):
+                    not rel and (_top_level_skip(name) or name in top_skip)):
                 continue
             st = sts[i]
             mode = st.st_mode
@@ -241,9 +307,13 @@ class PublishResult:
                 "excluded_unreadable": self.stats.excluded_unreadable, "seconds": round(self.seconds, 3)}
 
 
-def publish(directory: Path, category: str, *, checksums: bool = True,
+def publish(directory: Path, category: str, *, checksums: bool = True, skip: Iterable[str] = (),
             log: Callable[[str], None] = lambda _m: None) -> PublishResult:
-    """Generate both lists for ``directory`` and rename each into place only if its content changed."""
+    """Generate the three lists for ``directory`` and rename each into place only if its content changed.
+
+    ``category`` names the lists (``fullfiletimelist-<category>``, ``imagelist-<category>``); ``skip`` names
+    top-level entries never listed.
+    """
     start = time.monotonic()
     directory = Path(directory)
     if not directory.is_dir():
@@ -251,24 +321,30 @@ def publish(directory: Path, category: str, *, checksums: bool = True,
     name = timelist_name(category)
     stats = ListStats()
     repomds: list[str] = []
-    filelist, timelist = _ListWriter(directory / FILELIST), _ListWriter(directory / name)
+    filelist, imagelist, timelist = (_ListWriter(directory / FILELIST),
+                                     _ListWriter(directory / imagelist_name(category)),
+                                     _ListWriter(directory / name))
+    writers = (filelist, imagelist, timelist)
     try:
         timelist.write(f"[Version]\n{VERSION}\n\n[Files]\n")
-        for lines, paths in walk_chunks(directory, stats, repomds):
+        for lines, paths in walk_chunks(directory, stats, repomds, skip):
             timelist.write(lines)
             filelist.write("./" + "\n./".join(paths) + "\n")
+            images = [p for p in paths if p.endswith(IMAGE_SUFFIXES)]
+            if images:
+                imagelist.write("./" + "\n./".join(images) + "\n")
         timelist.write(f"\n{CHECKSUM_SECTION}\n")
         if checksums:
             timelist.write("".join(f"{_sha1(directory / rel)}\t{rel}\n" for rel in repomds))
         timelist.write("\n[End]\n")
-        unchanged = [filelist.close(), timelist.close()]
+        unchanged = [w.close() for w in writers]
     except BaseException:
-        filelist.discard()
-        timelist.discard()
+        for w in writers:
+            w.discard()
         raise
     changed = []
-    # fullfilelist first: mirrors react to the time list, which must not name what the plain list lacks
-    for writer, same in zip((filelist, timelist), unchanged, strict=True):
+    # the time list last: mirrors react to it, and it must not name what the other lists lack
+    for writer, same in zip(writers, unchanged, strict=True):
         if same:
             writer.tmp.unlink()
             continue

@@ -21,6 +21,8 @@ Release directories (as Rocky's sync scripts lay them out)::
     <staging_root>/mirror/pub/sig/<major>/<sig>                a SIG
     <production_root>/mirror/pub/<category>/<revision>         what a promotion publishes
     <production_root>/mirror/pub/sig/<major>/<sig>             a promoted SIG
+    <production_root>/mirror/pub/<category>/{<major>,latest-<major>} -> <revision>   the current point release
+    <production_root>/mirror/vault/<category>/<revision>       a superseded point release (point_release)
 
 Every path built here is checked to stay under its root, so no empty or odd
 value can turn into ``/`` or a parent directory (the old scripts' hazard).
@@ -285,6 +287,24 @@ class ReleaseTrees:
         if p.sig:
             return _under(self.production_root, f"{self.category}/{self.staging_name(False)}")
         return _under(self.production_root, f"{self.category}/{safe_part(p.revision, 'revision')}")
+
+    def production_release_dir(self, revision: str) -> Path:
+        """Production's directory of any point release of this distribution (``mirror/pub/rocky/9.6``)."""
+        return _under(self.production_root, f"{self.category}/{safe_part(revision, 'revision')}")
+
+    @property
+    def vault_category(self) -> str:
+        return f"mirror/vault/{safe_part(self.profile.shortname.lower(), 'short name')}"
+
+    def vault_dir(self, revision: str) -> Path:
+        """Where a superseded point release is kept: ``mirror/vault/rocky/9.6``."""
+        return _under(self.production_root, f"{self.vault_category}/{safe_part(revision, 'revision')}")
+
+    def production_links(self) -> dict[str, str]:
+        """Links in the production category naming the current point release: ``<major>`` and ``latest-<major>``
+        point at ``<revision>``."""
+        revision = safe_part(self.profile.revision, "revision")
+        return {str(self.profile.major): revision, f"latest-{self.profile.major}": revision}
 
     def staging_links(self, rc: bool) -> dict[str, str]:
         """Links in the staging category: ``latest-<major>`` and ``<revision>`` point at the release dir;

@@ -76,7 +76,7 @@ class PromotionReportOperator(BaseOperator):
     run's teardown, gives it back, so staging cannot change between the report and the last phase.
     """
 
-    template_fields = ("release",)
+    template_fields: tuple[str, ...] = ("release",)
 
     def __init__(self, *, release: str | None = None, rc: bool | None = None, dry_run: bool | None = None,
                  allow_large_delete: bool | None = None, lease_wait: float = 3600, **kwargs) -> None:
@@ -98,7 +98,8 @@ class PromotionReportOperator(BaseOperator):
             summary = change_report.change_report(
                 settings(), run_id=context["run_id"], dag_id=context["dag"].dag_id, release=self.release,
                 rc=self.rc, params=params, event_extras=[] if self.release else _staging_event_extras(context),
-                dry_run=dry_run, allow_large_delete=allow, log=self.log.info, warn=self.log.warning)
+                dry_run=dry_run, allow_large_delete=allow, plan=self.report_plan(context), log=self.log.info,
+                warn=self.log.warning)
         except (PromotionError, ProfileError, RepoError) as exc:
             give_back(context, self.log, settings().staging_root)  # record_promotion runs only after a report
             raise AirflowFailException(str(exc)) from None
@@ -120,6 +121,10 @@ class PromotionReportOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
         except (PromotionError, ProfileError):
             return  # change_report says what is wrong, with the run's record
+
+    def report_plan(self, context: Context) -> Callable[[PromotionTarget], Mapping] | None:
+        """More for the record than the release directory's changes (a point release's plan); None here."""
+        return None
 
     def _take_staging_lease(self, context: Context) -> None:
         """Wait (up to ``lease_wait`` seconds) for the staging lease; the wait is logged once a minute."""
@@ -190,6 +195,8 @@ class PromotionApprovalOperator(ApprovalOperator):
 class _AfterApprovalOperator(BaseOperator):
     """A step that changes or checks production for the record an approver approved in this run."""
 
+    uses_staging = False  # reads or writes staging (the phases read it): the run must hold the staging lease
+
     def step_name(self) -> str:
         raise NotImplementedError
 
@@ -199,7 +206,7 @@ class _AfterApprovalOperator(BaseOperator):
     def execute(self, context: Context) -> dict:
         cfg = settings()
         action = self.action(cfg)
-        if self.step_name() in PHASES:  # the phases read staging: after the approval check, the lease
+        if self.uses_staging or self.step_name() in PHASES:  # after the approval check, the staging lease
             step = action
 
             def action(record: dict) -> dict:

@@ -37,6 +37,17 @@ REJECT = "Reject"
 VERIFY_STEP = "verify_production"
 FILE_LISTS_STEP = "update_file_lists"
 STEPS = ("payload", "metadata", "deletions", VERIFY_STEP, FILE_LISTS_STEP)
+# Steps a record may add (``extra_steps``): a point release switches links and vaults the previous release.
+EXTRA_STEPS = ("switch_links", "vault_release")
+
+
+def steps_of(record: Mapping) -> tuple[str, ...]:
+    """Every step an approved record's promotion must finish: :data:`STEPS` and the record's extra steps."""
+    extra = tuple(record.get("extra_steps", ()))
+    unknown = [s for s in extra if s not in EXTRA_STEPS]
+    if unknown:
+        raise PromotionError(f"the promotion record names unknown steps {unknown}; it is damaged: run again")
+    return STEPS + extra
 
 
 class PromotionRefused(PromotionError):
@@ -99,7 +110,8 @@ def run_record(state: StateDir, run_id: str) -> dict:
 
 
 def needs_approval(record: Mapping, lists_stale: bool) -> bool:
-    return not record["dry_run"] and bool(record["items"] or lists_stale)
+    """Something to approve: files to promote, stale file lists, or planned ``actions`` (a point release's)."""
+    return not record["dry_run"] and bool(record["items"] or lists_stale or record.get("actions"))
 
 
 def open_run(state: StateDir, record: Mapping) -> None:
@@ -107,7 +119,7 @@ def open_run(state: StateDir, record: Mapping) -> None:
     audit entry."""
     revoke(state, record["run_id"])
     asked_file(state, record["run_id"]).unlink(missing_ok=True)
-    for step in STEPS:
+    for step in STEPS + EXTRA_STEPS:
         step_file(state, record["run_id"], step).unlink(missing_ok=True)
     _write_json(pending_file(state, record["run_id"]), {
         "run_id": record["run_id"], "digest": record["digest"], "release": record["release"],
@@ -267,10 +279,11 @@ def save_step(state: StateDir, run_id: str, digest: str, step: str, result: Mapp
     _write_json(step_file(state, run_id, step), {"digest": digest, "result": dict(result), "at": utc_now()})
 
 
-def load_steps(state: StateDir, run_id: str, digest: str) -> dict[str, dict | None]:
+def load_steps(state: StateDir, run_id: str, digest: str,
+               steps: tuple[str, ...] = STEPS) -> dict[str, dict | None]:
     """Each step's result for this run's approved digest (None: the step did not finish)."""
     out: dict[str, dict | None] = {}
-    for step in STEPS:
+    for step in steps:
         saved = _read_json(step_file(state, run_id, step))
         out[step] = saved["result"] if saved and saved.get("digest") == digest else None
     return out
@@ -296,7 +309,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
     decision = load_decision(state, run_id)
     if decision is not None and decision.get("digest") != record["digest"]:
         decision = None
-    steps = load_steps(state, run_id, record["digest"])
+    steps = load_steps(state, run_id, record["digest"], steps_of(record))
     if decision is None:
         outcome = ("no decision: Airflow recorded no approver's answer for this run (approval not answered, "
                    "bypassed or failed); nothing was promoted")
@@ -318,6 +331,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
         "verification": steps["verify_production"], "file_lists": steps["update_file_lists"],
         "mirror_handoff": extra_step(state, run_id, record["digest"], "mirror_handoff"),
         "logged_at": utc_now(),
+        **({"point_release": {s: steps[s] for s in record["extra_steps"]}} if record.get("extra_steps") else {}),
     }
 
 

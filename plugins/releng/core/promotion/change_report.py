@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from releng.core import rsync
@@ -90,7 +90,7 @@ class _StagingChanged(Exception):
 
 def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_large_delete: bool,
                 max_delete: float, signing_key: str = "", gnupghome: Path | None = None,
-                log: Log = quiet) -> dict:
+                extra: Mapping | None = None, log: Log = quiet) -> dict:
     """Compare staging with production and describe the promotion; neither tree is written.
 
     The staging repositories whose metadata changed are verified first (named
@@ -101,12 +101,14 @@ def make_report(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_la
     repository's metadata: temporary names appear and vanish, the superseded
     files are deleted, ``repomd.xml`` is replaced). Then the whole report is
     taken again, up to ``REPORT_ATTEMPTS`` times; a PromotionError says so when
-    staging never holds still.
+    staging never holds still. ``extra`` keys (a point release's plan, its
+    ``actions`` and ``extra_steps``) go into the record, under its digest.
     """
     for attempt in range(1, REPORT_ATTEMPTS + 1):
         try:
             return _report_once(target, run_id=run_id, dry_run=dry_run, allow_large_delete=allow_large_delete,
-                                max_delete=max_delete, signing_key=signing_key, gnupghome=gnupghome, log=log)
+                                max_delete=max_delete, signing_key=signing_key, gnupghome=gnupghome,
+                                extra=extra or {}, log=log)
         except _StagingChanged as exc:
             if attempt == REPORT_ATTEMPTS:
                 raise PromotionError(f"staging changed while the report was being made ({exc}; tried "
@@ -133,7 +135,7 @@ def _index_moved(staging: Path, items: Iterable[dict]) -> str | None:
 
 
 def _report_once(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_large_delete: bool,
-                 max_delete: float, signing_key: str, gnupghome: Path | None, log: Log) -> dict:
+                 max_delete: float, signing_key: str, gnupghome: Path | None, extra: Mapping, log: Log) -> dict:
     """One attempt of :func:`make_report`; _StagingChanged when staging changed under it."""
     staging, production = target.staging_dir, target.production_dir
     with production_lock(target.state, exclusive=False, holder=run_id, log=log):
@@ -186,7 +188,7 @@ def _report_once(target: PromotionTarget, *, run_id: str, dry_run: bool, allow_l
     record = {
         "version": RECORD_VERSION, "run_id": run_id, "created_at": utc_now(), **target.as_dict(),
         "dry_run": dry_run, "allow_large_delete": allow_large_delete, "totals": totals,
-        "delete_bound": bound, "repos": repos["repos"], "other": repos["other"], "items": items,
+        "delete_bound": bound, "repos": repos["repos"], "other": repos["other"], "items": items, **extra,
     }
     record["totals"]["packages"] = {k: sum(r[k + "_count"] for r in record["repos"])
                                     for k in ("added", "updated", "removed")}
@@ -329,7 +331,8 @@ def _repo_changes(target: PromotionTarget, items: list[dict], log: Log) -> dict:
 
 def change_report(cfg: Settings, *, run_id: str, dag_id: str, release: str | None, rc: bool | None,
                   params: Mapping, event_extras: Sequence[Mapping], dry_run: bool, allow_large_delete: bool,
-                  log: Log = quiet, warn: Log | None = None) -> ReportSummary:
+                  plan: Callable[[PromotionTarget], Mapping] | None = None, log: Log = quiet,
+                  warn: Log | None = None) -> ReportSummary:
     """The ``change_report`` step: resolve the release, report, store the record and open the run at the gate.
 
     The release and rc are ``release``/``rc`` when a release is given, else
@@ -338,16 +341,21 @@ def change_report(cfg: Settings, *, run_id: str, dag_id: str, release: str | Non
     entry get one now. A non-dry run whose deletions exceed the bound is
     refused (PromotionError) after its record is written, before anyone is
     asked; one with changes (or stale file lists) gets a pending marker, so
-    the approval asks and the audit teardown records it.
+    the approval asks and the audit teardown records it. ``plan(target)``, when
+    given, returns more keys for the record (a point release's plan) before
+    the report is taken; its PromotionError stops the run before anyone is asked.
     """
     warn = warn or log
     release, rc, extras = choose_release(release, rc, params, event_extras)
     target = resolve_target(release, rc, cfg)
     check_event_staging_dir(target, extras)
     log(f"promoting {release}: {target.staging_dir} -> {target.production_dir}{' (dry run)' if dry_run else ''}")
+    extra = dict(plan(target)) if plan else {}
+    for action in extra.get("actions", ()):
+        log(f"planned: {action}")
     record = make_report(target, run_id=run_id, dry_run=dry_run, allow_large_delete=allow_large_delete,
                          max_delete=cfg.promotion_max_delete, signing_key=cfg.repo_signing_key,
-                         gnupghome=cfg.gnupghome, log=log)
+                         gnupghome=cfg.gnupghome, extra=extra, log=log)
     state = state_dir(cfg)
     for entry in approval.close_abandoned(state, run_id, dag_id):
         warn(f"audit: run {entry['run_id']} {entry['outcome']}")

@@ -17,6 +17,12 @@ def subject(record: Mapping) -> str:
     production = Path(record["production_dir"])
     dest = production.relative_to(record.get("production_category") or production.parent)
     src = "/".join(Path(record["staging_dir"]).parts[-len(dest.parts):])
+    plan = record.get("point_release")
+    if plan:
+        previous = f"{plan['previous']} → " if plan["previous"] else ""
+        return (f"Point release {record['release']} {previous}{plan['revision']} (staging {src}): "
+                f"{t['payload']['files'] + t['metadata']['files']} files to copy, "
+                f"{len(record.get('actions', ()))} link and vault changes")
     return (f"Promote {record['release']} {src} to production {dest}: "
             f"{t['packages']['added']} added, {t['packages']['updated']} updated, {t['packages']['removed']} "
             f"removed packages, {t['deletions']['files']} files deleted")
@@ -63,6 +69,8 @@ def markdown(record: Mapping, *, approvers: Sequence[str] = (), rows: int = MARK
                    "replaced, not counted" if superseded else "")
     lines += [f"Deletes {b['delete_files']} of {b['production_files']} production files{not_counted} "
               f"({b['share']:.1%}; bound {b['max_share']:.0%}): {verdict}.", ""]
+    if record.get("point_release"):
+        lines += point_release_markdown(record["point_release"])
     if repos:
         lines += ["| repository | arch | tree | added | updated | removed | files | bytes | deletes |",
                   "|---|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -102,3 +110,32 @@ def package_lines(record: Mapping) -> list[tuple[str, list[str]]]:
         if names:
             found.append((title, names))
     return found
+
+
+def point_release_markdown(plan: Mapping) -> list[str]:
+    """The point release's own changes: links in staging and production, the previous release to the vault."""
+    h = fs.human_bytes
+    previous = plan["previous"]
+    lines = [f"**Point release** `{plan['revision']}`"
+             + (f", superseding `{previous}`" if previous else " (no earlier point release in production)"), ""]
+    rows = [("staging", name, old, new) for name, (old, new) in plan["staging_link_changes"].items()]
+    rows += [("production", name, old, new) for name, (old, new) in plan["production_link_changes"].items()]
+    if rows:
+        lines += ["| tree | link | now | after |", "|---|---|---|---|"]
+        lines += [f"| {tree} | `{name}` | `{old or '(none)'}` | `{new}` |" for tree, name, old, new in rows]
+        lines.append("")
+    else:
+        lines += ["Every link already points at the new release.", ""]
+    vault = plan.get("vault")
+    if vault and vault["state"] == "to vault":
+        lines += [f"**Vault**: `{vault['release']}` moves to `{vault['vault']}`: {vault['linked_files']} files "
+                  f"({h(vault['linked_bytes'])}) as hard links to the same inodes (no second copy), "
+                  f"{vault['repodata_files']} repodata files ({h(vault['repodata_bytes'])}) copied, checked and "
+                  "signed with the release key when signing is on; then the release is removed from `mirror/pub` "
+                  "and the vault's file lists are made.", ""]
+    elif vault and vault["state"] != "done":
+        lines += [f"**Vault**: `{vault['vault']}` already holds it; `{vault['release']}` is removed from "
+                  "`mirror/pub`.", ""]
+    elif vault:
+        lines += [f"**Vault**: `{previous}` is already in `{vault['vault']}`.", ""]
+    return lines

@@ -1,0 +1,107 @@
+"""
+### Point release: the new minor release into production, the previous one into the vault
+
+Triggered by hand on release day, once the new point release (the profile's
+`revision`, e.g. 9.7) is composed and staged (`full_compose`) and vetted.
+One run, one approval:
+
+1. **change_report**: the promotion's report of the staged release directory
+   (`9.7-RC1`) against production (`9.7`), plus the point release's plan, under
+   the record's digest: the links to switch in staging (`latest-9`, `9.7`) and
+   production (`9`, `latest-9`), and the superseded release (`previous`, by
+   default the newest earlier `9.N` in production) to move to
+   `mirror/vault/rocky/9.N`, with its size. A plan that cannot be carried out (a
+   real directory where a link goes, a vault that holds something else, the
+   vault and the release on different file systems) stops the run here.
+2. **approve_promotion**: the same gate as `promote_to_production`: an
+   answer Airflow recorded from a user in `RELENG_APPROVERS`; Reject or no
+   answer within `RELENG_APPROVAL_TIMEOUT_HOURS` changes nothing.
+3. **promote_payload**, **promote_metadata**, **promote_deletions**,
+   **verify_production**: the new release directory, as a promotion does it.
+4. **switch_links**: staging's links, then production's, each renamed over
+   the old one (never made inside a directory).
+5. **vault_release**: the previous release hard-linked into the vault (no
+   second copy; repodata copied, checked and signed with the release key when
+   signing is on), renamed into place whole, then taken out of `mirror/pub`.
+6. **update_file_lists**: the lists of every category that changed (the
+   distribution's, the vault's and the root's); the others are left as they are.
+7. **mirror_handoff**, **record_promotion**: as in `promote_to_production`.
+
+A rerun after a crash plans only what is left and converges; a rerun after
+success has nothing to approve and changes nothing. Params: `release`, `rc`,
+`previous`, `dry_run` (report only), `allow_large_delete`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Param
+
+from releng.core.settings import settings
+from releng.dagparams import default_args, release_param
+from releng.notifiers import ApprovalWaitingNotifier, deadline_alerts
+from releng.operators.point_release import PointReleaseReportOperator, SwitchLinksOperator, VaultReleaseOperator
+from releng.operators.promotion import (
+    MirrorHandoffOperator,
+    PromotePhaseOperator,
+    PromotionApprovalOperator,
+    RecordPromotionOperator,
+    UpdateFileListsOperator,
+    VerifyProductionOperator,
+    approvers_as_users,
+)
+
+SITE = settings()
+
+with DAG(
+    dag_id="point_release",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    description="Publish a new point release (X.Y) after approval: links switched, the previous X.Y to the vault",
+    tags=["releng", "production", "point-release", "vault"],
+    deadline=deadline_alerts("approval", SITE),
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
+    params={
+        "release": release_param(description="Release profile whose revision is the new point release."),
+        "rc": Param(False, type="boolean", title="Release candidate",
+                    description="Promote the X.Y-RCn staging directory (the links in staging point at it)."),
+        "previous": Param(None, type=["null", "string"], pattern=r"^\d+\.\d+$", maxLength=16,
+                          title="Previous release",
+                          description="The point release to move to the vault (X.Y); empty: the newest earlier "
+                                      "X.Y of the same major in production."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Only produce the change report and plan; change nothing."),
+        "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
+                                    description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the new "
+                                                "release's production files."),
+    },
+):
+    change_report = PointReleaseReportOperator(task_id="change_report", pool="promotion", retries=0)
+    approve_promotion = PromotionApprovalOperator(
+        task_id="approve_promotion",
+        subject="Point release (the run's change report and plan)",
+        assigned_users=approvers_as_users(SITE.approvers),
+        response_timeout=timedelta(hours=SITE.approval_timeout_hours),
+        defaults="Reject",
+        notifiers=[ApprovalWaitingNotifier()],
+        retries=2,
+        retry_delay=timedelta(seconds=30),
+    )
+    promote_payload = PromotePhaseOperator(task_id="promote_payload", phase="payload", pool="promotion")
+    promote_metadata = PromotePhaseOperator(task_id="promote_metadata", phase="metadata", pool="promotion")
+    promote_deletions = PromotePhaseOperator(task_id="promote_deletions", phase="deletions", pool="promotion")
+    verify_production = VerifyProductionOperator(task_id="verify_production", pool="promotion")
+    switch_links = SwitchLinksOperator(task_id="switch_links", pool="promotion")
+    vault_release = VaultReleaseOperator(task_id="vault_release", pool="promotion")
+    update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
+    mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
+    record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
+
+    (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
+     >> verify_production >> switch_links >> vault_release >> update_file_lists >> mirror_handoff
+     >> record_promotion.as_teardown(setups=change_report))
