@@ -20,7 +20,7 @@ import pytest
 from releng.core import dnf, filelist
 from releng.core.settings import settings
 from tests.notifytargets import smtp_server, webhook  # noqa: F401 (fixtures)
-from tests.promotion.conftest import build_rpm, fixture_signer, tree_digest, update_repo
+from tests.promotion.conftest import build_rpm, change_checksum_file, fixture_signer, tree_digest, update_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "promote_to_production"
@@ -228,7 +228,7 @@ def test_reject_leaves_production_byte_identical(staged, webhook, monkeypatch, t
     assert "| pushing el9" in log and "mirror hand-off failed 2 time(s)" in log and "exited 3" in log
     assert audit_lines(staged)[-1]["outcome"] == "promoted" and audit_lines(staged)[-1]["mirror_handoff"] is None
     assert webhook.events() == ["approval_waiting", "promotion_promoted"]
-    (staged.staging / "isos" / "x86_64" / "CHECKSUM").write_text("changed\n")
+    change_checksum_file(staged)
     before = tree_digest(staged.category, strict=True)
 
     out = {}

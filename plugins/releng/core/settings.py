@@ -67,6 +67,7 @@ class Settings:
     download_url: str
     torrent_trackers: tuple[str, ...]
     torrent_piece_size: int | None
+    vetting_boot_timeout: float
 
     @property
     def mirror_handoff_argv(self) -> tuple[str, ...]:
@@ -166,6 +167,8 @@ class Settings:
             download_url=_download_url(get),
             torrent_trackers=_trackers(get),
             torrent_piece_size=_piece_size(get),
+            vetting_boot_timeout=_number(get, "RELENG_VETTING_BOOT_TIMEOUT", 5, 3600,
+                                         "seconds a vetting boot of an ISO may take to show its boot menu, e.g. 120"),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -413,6 +416,8 @@ DEFAULTS: dict[str, str] = {
     "RELENG_GNUPGHOME": "",
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
+    # Seconds a QEMU boot of a staged ISO may take to show its boot menu (vet_isos), KVM or not.
+    "RELENG_VETTING_BOOT_TIMEOUT": "120",
     # Empty: the profiles' extra_files.git_repo. Otherwise a mirror of it (same branches and paths).
     "RELENG_EXTRA_FILES_GIT": "",
     # Notifications: empty targets send nothing. Mail goes through the Airflow SMTP connection RELENG_SMTP_CONN_ID;

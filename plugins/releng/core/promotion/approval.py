@@ -102,6 +102,11 @@ def needs_approval(record: Mapping, lists_stale: bool) -> bool:
     return not record["dry_run"] and bool(record["items"] or lists_stale)
 
 
+def needs_vetting(state: StateDir, record: Mapping) -> bool:
+    """The run will ask the approvers (a report that opened the run at the gate), so staging is vetted first."""
+    return not record["dry_run"] and pending_file(state, record["run_id"]).exists()
+
+
 def open_run(state: StateDir, record: Mapping) -> None:
     """A new report revokes any earlier decision and open request of its run and marks the run as owing an
     audit entry."""
@@ -297,7 +302,13 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
     if decision is not None and decision.get("digest") != record["digest"]:
         decision = None
     steps = load_steps(state, run_id, record["digest"])
-    if decision is None:
+    from releng.core.promotion import vetting  # vetting reads the record through this module
+
+    verdict = vetting.load_verdict(state, run_id, record["digest"])
+    if decision is None and verdict is not None and verdict["status"] == vetting.FAILED:
+        outcome = f"not asked: vetting failed ({', '.join(verdict['failed'])}); nothing was promoted"
+        choice = None
+    elif decision is None:
         outcome = ("no decision: Airflow recorded no approver's answer for this run (approval not answered, "
                    "bypassed or failed); nothing was promoted")
         choice = None
@@ -317,7 +328,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
         "phases": {p: steps[p] for p in ("payload", "metadata", "deletions")},
         "verification": steps["verify_production"], "file_lists": steps["update_file_lists"],
         "mirror_handoff": extra_step(state, run_id, record["digest"], "mirror_handoff"),
-        "logged_at": utc_now(),
+        "vetting": vetting.summary(verdict), "logged_at": utc_now(),
     }
 
 
