@@ -92,7 +92,10 @@ def change_checksum_file(trees: Trees) -> None:
 
 
 @pytest.fixture
-def staged(trees, fixture_buildsystem, el9, fixture_iso) -> Trees:
+def staged(trees, fixture_buildsystem, el9, fixture_iso, monkeypatch) -> Trees:
+    monkeypatch.setenv("RELENG_GPG_KEY_DIR", str(fixture_buildsystem.key_dir))  # vetting's install checks
+    monkeypatch.setenv("RELENG_VETTING_BOOT_TIMEOUT", "60")
+    settings.cache_clear()
     stage_el9(fixture_buildsystem, el9, trees.staging, fixture_iso)
     return trees
 

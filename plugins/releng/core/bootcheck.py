@@ -140,12 +140,21 @@ def boot_to_menu(iso: Path, work_dir: Path, *, markers: Sequence[bytes] = MENU_M
                                    "qemu-system-x86) to boot-check ISOs")
     work_dir.mkdir(parents=True, exist_ok=True)
     serial_log, qemu_log = work_dir / "serial.log", work_dir / "qemu.log"
-    kvm = kvm_usable() if use_kvm is None else use_kvm
+    kvm = (kvm_usable() and not _KVM_FAILED) if use_kvm is None else use_kvm
     if kvm:
         result = _boot_once(iso, serial_log, qemu_log, "kvm", markers, timeout, binary)
         if result.ok or KVM_FAILURE not in _read(qemu_log):
             return result
+        _KVM_FAILED.append(result.detail)  # this process's later boots go straight to TCG
         fallback = _boot_once(iso, serial_log, qemu_log, "tcg", markers, timeout, binary)
         return BootResult(fallback.ok, fallback.accel, fallback.seconds, fallback.marker,
                           f"{fallback.detail} (KVM failed first: {result.detail})", fallback.console_tail)
-    return _boot_once(iso, serial_log, qemu_log, "tcg", markers, timeout, binary)
+    result = _boot_once(iso, serial_log, qemu_log, "tcg", markers, timeout, binary)
+    if use_kvm is None and _KVM_FAILED:
+        return BootResult(result.ok, result.accel, result.seconds, result.marker,
+                          f"{result.detail} (KVM failed earlier in this process: {_KVM_FAILED[0]})",
+                          result.console_tail)
+    return result
+
+
+_KVM_FAILED: list[str] = []

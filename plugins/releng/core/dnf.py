@@ -158,7 +158,9 @@ def install_argv(ws: DnfWorkspace, specs: Sequence[str], arch: str, *, major: in
     """``dnf install`` of ``specs`` (``@group`` or package names) into the workspace's installroot as ``arch``.
 
     Scriptlets and triggers are off (``tsflags=noscripts,notriggers``): nothing from the packages runs on this
-    host, which also lets ``--forcearch`` unpack a foreign arch's packages. No documentation is unpacked.
+    host, which also lets ``--forcearch`` unpack a foreign arch's packages. No documentation is unpacked. No
+    plugin runs: dnf-plugins-core's ``local`` plugin (enabled on Debian) would copy every installed package into
+    the host's ``/var/lib/dnf/plugins/local`` and offer them back as a repo.
     """
-    return [*_dnf_base(ws, major, disttag), f"--forcearch={arch}", "--setopt=tsflags=noscripts,notriggers,nodocs",
-            "install", *specs]
+    return [*_dnf_base(ws, major, disttag), "--noplugins", f"--forcearch={arch}",
+            "--setopt=tsflags=noscripts,notriggers,nodocs", "install", *specs]
