@@ -155,6 +155,13 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
             "/required_actions")
     text = smtp_server.text(asked[0])
     assert link in text and "Report digest" in text and "| repository | arch |" in text
+    # staging was vetted before they were asked, and the vetting table is in the request
+    assert "### Vetting" in text and "checks passed or were skipped" in text and "FAILED" not in text
+    for row in ("| iso md5 | isos/x86_64/Rocky-9.7-RC1-x86_64-boot.iso | passed |",
+                "| iso boot | isos/x86_64/Rocky-9.7-RC1-x86_64-boot.iso | passed |",
+                "| install | x86_64: @core | passed |", "| install | aarch64: @core | passed |",
+                "| repoclosure | AppStream x86_64 | passed |", "| CHECKSUM | isos/x86_64/CHECKSUM | passed |"):
+        assert row in text, row
     assert webhook.by_event("approval_waiting")[0]["data"]["url"] == link
 
     # a general update lands in staging: foo-data 1.1 in AppStream x86_64, new signed repodata

@@ -1,8 +1,8 @@
 """Vetting: what the promotion would publish is checked with the real tools before anyone is asked to approve it.
 
 After the change report, ``plan_vetting`` lists the checks over the run's staging release directory (the whole
-tree: after the promotion production equals it) and writes them to the run's plan file. Each check kind is a
-mapped task (``vet_<kind>``) over its targets:
+tree: after the promotion production equals it) and writes them to the run's plan file. ``vet_staging`` maps
+over them, one instance per check kind and target:
 
 * ``isos``: every ISO under ``isos/<arch>/`` (not the ``latest`` links): ``checkisomd5``, the El Torito boot
   entries the arch needs (``xorriso -report_el_torito``), and on x86_64 a QEMU boot to the boot menu
