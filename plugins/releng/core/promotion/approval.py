@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from releng.core import fs
+from releng.core.promotion import vetting_files
 from releng.core.promotion.audit import append_audit
 from releng.core.promotion.base import PromotionError, slug, utc_now
 from releng.core.promotion.record import load_record, record_digest
@@ -302,10 +303,8 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
     if decision is not None and decision.get("digest") != record["digest"]:
         decision = None
     steps = load_steps(state, run_id, record["digest"])
-    from releng.core.promotion import vetting  # vetting reads the record through this module
-
-    verdict = vetting.load_verdict(state, run_id, record["digest"])
-    if decision is None and verdict is not None and verdict["status"] == vetting.FAILED:
+    verdict = vetting_files.load_verdict(state, run_id, record["digest"])
+    if decision is None and verdict is not None and verdict["status"] == vetting_files.FAILED:
         outcome = f"not asked: vetting failed ({', '.join(verdict['failed'])}); nothing was promoted"
         choice = None
     elif decision is None:
@@ -328,7 +327,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
         "phases": {p: steps[p] for p in ("payload", "metadata", "deletions")},
         "verification": steps["verify_production"], "file_lists": steps["update_file_lists"],
         "mirror_handoff": extra_step(state, run_id, record["digest"], "mirror_handoff"),
-        "vetting": vetting.summary(verdict), "logged_at": utc_now(),
+        "vetting": vetting_files.summary(verdict), "logged_at": utc_now(),
     }
 
 

@@ -39,13 +39,23 @@ from releng.core.promotion import approval
 from releng.core.promotion.audit import append_audit
 from releng.core.promotion.base import Log, PromotionError, quiet, slug, utc_now
 from releng.core.promotion.target import StateDir
+from releng.core.promotion.vetting_files import (
+    FAILED,
+    NOT_RUN,
+    OVERRIDDEN,
+    PASSED,
+    SKIPPED,
+    load_verdict,
+    read_json,
+    run_dir,
+    verdict_file,
+)
 from releng.core.repo.repomd import REPOMD, find_repos
 from releng.core.repo.signatures import SignatureChecker
 from releng.core.repo.verify import verify_repo
 from releng.core.run import run
 
 KINDS = ("isos", "repos", "repoclosure", "install", "checksums")
-PASSED, FAILED, SKIPPED, NOT_RUN = "passed", "failed", "skipped", "not run"
 # The El Torito entries an arch's ISO must carry (ppc64le boots from its CHRP partition, not El Torito).
 EL_TORITO_PLATFORMS: dict[str, tuple[str, ...]] = {"x86_64": ("BIOS", "UEFI"), "aarch64": ("UEFI",),
                                                    "s390x": ("BIOS",), "ppc64le": ()}
@@ -62,20 +72,12 @@ class VettingRefused(PromotionError):
 # --- the run's vetting files (paths from the run id) ---------------------------------------------------------
 
 
-def run_dir(state: StateDir, run_id: str) -> Path:
-    return state.root / "vetting" / slug(run_id)
-
-
 def plan_file(state: StateDir, run_id: str) -> Path:
     return run_dir(state, run_id) / "plan.json"
 
 
 def result_file(state: StateDir, run_id: str, kind: str, target: str) -> Path:
     return run_dir(state, run_id) / "results" / f"{slug(f'{kind}:{target}')}.json"
-
-
-def verdict_file(state: StateDir, run_id: str) -> Path:
-    return run_dir(state, run_id) / "verdict.json"
 
 
 def work_dir(state: StateDir, run_id: str, kind: str, target: str) -> Path:
@@ -86,16 +88,6 @@ def work_dir(state: StateDir, run_id: str, kind: str, target: str) -> Path:
 def _write(path: Path, data: Mapping) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(data, sort_keys=True, indent=1, ensure_ascii=False, default=str))
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise PromotionError(f"cannot read the vetting file {path} ({exc}); clear change_report to vet again") \
-            from None
 
 
 def row(check: str, target: str, result: str, detail: str) -> dict:
@@ -155,7 +147,7 @@ def plan_vetting(state: StateDir, run_id: str, profile: ReleaseProfile, log: Log
 
 
 def _planned(state: StateDir, run_id: str, record: Mapping) -> dict:
-    plan = _read(plan_file(state, run_id))
+    plan = read_json(plan_file(state, run_id))
     if plan is None or plan.get("digest") != record["digest"]:
         raise VettingRefused(f"run {run_id} has no vetting plan for its report {record['digest']}; plan_vetting "
                              "must succeed after change_report in this run (clear change_report to vet again)")
@@ -391,18 +383,18 @@ def vetting_verdict(state: StateDir, run_id: str, dag_id: str, *, override: bool
     plan = _planned(state, run_id, record)
     rows: list[dict] = []
     for kind, target in plan["checks"]:
-        result = _read(result_file(state, run_id, kind, target))
+        result = read_json(result_file(state, run_id, kind, target))
         if result is None or result.get("digest") != record["digest"] or not result.get("rows"):
             rows.append(row(kind, target, NOT_RUN, "the check left no result for this report (its task failed, "
                                                    "was skipped or was marked by hand)"))
         else:
             rows += result["rows"]
     failed = [describe(r) for r in failed_rows(rows)]
-    status = PASSED if not failed else "overridden" if override else FAILED
+    status = PASSED if not failed else OVERRIDDEN if override else FAILED
     verdict = {"run_id": run_id, "digest": record["digest"], "status": status, "override": override,
                "failed": failed, "checks": len(rows), "rows": rows, "at": utc_now()}
     _write(verdict_file(state, run_id), verdict)
-    if status == "overridden":
+    if status == OVERRIDDEN:
         append_audit(state, {"event": "vetting_override", "run_id": run_id, "dag_id": dag_id,
                              "task_id": "vetting_verdict", "release": record["release"],
                              "staging_dir": record["staging_dir"], "production_dir": record["production_dir"],
@@ -413,12 +405,6 @@ def vetting_verdict(state: StateDir, run_id: str, dag_id: str, *, override: bool
     return verdict
 
 
-def load_verdict(state: StateDir, run_id: str, digest: str) -> dict | None:
-    """The run's verdict for the report ``digest``, or None."""
-    verdict = _read(verdict_file(state, run_id))
-    return verdict if verdict and verdict.get("digest") == digest else None
-
-
 def require_cleared(state: StateDir, record: Mapping) -> dict:
     """The verdict that lets the approval ask: passed, or overridden; :class:`VettingRefused` otherwise."""
     verdict = load_verdict(state, record["run_id"], record["digest"])
@@ -426,18 +412,10 @@ def require_cleared(state: StateDir, record: Mapping) -> dict:
         raise VettingRefused(f"report {record['digest']} of run {record['run_id']} has no vetting verdict: "
                              "vetting_verdict did not run for it (skipped, failed or marked by hand). Nobody is "
                              "asked before staging is vetted: clear change_report to vet again")
-    if verdict["status"] not in (PASSED, "overridden"):
+    if verdict["status"] not in (PASSED, OVERRIDDEN):
         raise VettingRefused(f"vetting failed ({', '.join(verdict['failed'])}); nobody is asked. Fix staging, "
                              "or trigger the promotion with vetting_override=true to ask anyway")
     return verdict
-
-
-def summary(verdict: Mapping | None) -> dict | None:
-    """The verdict in an audit entry: status, failed checks, override."""
-    if verdict is None:
-        return None
-    return {"status": verdict["status"], "failed": list(verdict["failed"]), "override": verdict["override"],
-            "checks": verdict["checks"]}
 
 
 # --- the approver's table ------------------------------------------------------------------------------------
@@ -455,7 +433,7 @@ def markdown(verdict: Mapping | None) -> str:
     n = verdict["checks"]
     if verdict["status"] == PASSED:
         lines.append(f"All {n} checks passed or were skipped (skips say why).")
-    elif verdict["status"] == "overridden":
+    elif verdict["status"] == OVERRIDDEN:
         lines.append(f"**VETTING FAILED: {len(verdict['failed'])} of {n} checks failed** "
                      f"({', '.join(verdict['failed'])}). Asked anyway: the run was triggered with "
                      "`vetting_override` (recorded in the audit log).")
