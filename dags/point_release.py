@@ -13,23 +13,25 @@ One run, one approval:
    `mirror/vault/rocky/9.N`, with its size. A plan that cannot be carried out (a
    real directory where a link goes, a vault that holds something else, the
    vault and the release on different file systems) stops the run here.
-2. **approve_promotion**: the same gate as `promote_to_production`: an
+2. **plan_vetting**, **vet_staging**, **vetting_verdict**: the same vetting of
+   staging as `promote_to_production` (override: `vetting_override`).
+3. **approve_promotion**: the same gate as `promote_to_production`: an
    answer Airflow recorded from a user in `RELENG_APPROVERS`; Reject or no
    answer within `RELENG_APPROVAL_TIMEOUT_HOURS` changes nothing.
-3. **promote_payload**, **promote_metadata**, **promote_deletions**,
+4. **promote_payload**, **promote_metadata**, **promote_deletions**,
    **verify_production**: the new release directory, as a promotion does it.
-4. **switch_links**: staging's links, then production's, each renamed over
+5. **switch_links**: staging's links, then production's, each renamed over
    the old one (never made inside a directory).
-5. **vault_release**: the previous release hard-linked into the vault (no
+6. **vault_release**: the previous release hard-linked into the vault (no
    second copy; repodata copied, checked and signed with the release key when
    signing is on), renamed into place whole, then taken out of `mirror/pub`.
-6. **update_file_lists**: the lists of every category that changed (the
+7. **update_file_lists**: the lists of every category that changed (the
    distribution's, the vault's and the root's); the others are left as they are.
-7. **mirror_handoff**, **record_promotion**: as in `promote_to_production`.
+8. **mirror_handoff**, **record_promotion**: as in `promote_to_production`.
 
 A rerun after a crash plans only what is left and converges; a rerun after
 success has nothing to approve and changes nothing. Params: `release`, `rc`,
-`previous`, `dry_run` (report only), `allow_large_delete`.
+`previous`, `dry_run` (report only), `allow_large_delete`, `vetting_override`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, TriggerRule
 
 from releng.core.settings import settings
 from releng.dagparams import default_args, release_param
@@ -45,11 +47,14 @@ from releng.notifiers import ApprovalWaitingNotifier, deadline_alerts
 from releng.operators.point_release import PointReleaseReportOperator, SwitchLinksOperator, VaultReleaseOperator
 from releng.operators.promotion import (
     MirrorHandoffOperator,
+    PlanVettingOperator,
     PromotePhaseOperator,
     PromotionApprovalOperator,
     RecordPromotionOperator,
     UpdateFileListsOperator,
     VerifyProductionOperator,
+    VetOperator,
+    VettingVerdictOperator,
     approvers_as_users,
 )
 
@@ -79,9 +84,19 @@ with DAG(
         "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
                                     description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the new "
                                                 "release's production files."),
+        "vetting_override": Param(False, type="boolean", title="Ask even if vetting fails",
+                                  description="Ask the approvers even when a vetting check failed; the override is "
+                                              "recorded in the audit log and shown in the approval request."),
     },
 ):
     change_report = PointReleaseReportOperator(task_id="change_report", pool="promotion", retries=0)
+    # Vetting as in promote_to_production: staging checked with the real tools before anyone is asked.
+    plan_vetting = PlanVettingOperator(task_id="plan_vetting", retries=0)
+    vet_staging = VetOperator.partial(task_id="vet_staging", retries=0,
+                                      map_index_template="{{ task.kind }} {{ task.target }}"
+                                      ).expand_kwargs(plan_vetting.output)
+    vetting_verdict = VettingVerdictOperator(task_id="vetting_verdict", trigger_rule=TriggerRule.ALL_DONE,
+                                             retries=0)
     approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
         subject="Point release (the run's change report and plan)",
@@ -102,6 +117,8 @@ with DAG(
     mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
     record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
+    change_report >> plan_vetting >> vet_staging >> vetting_verdict
+    [change_report, vetting_verdict] >> approve_promotion
     (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
      >> verify_production >> switch_links >> vault_release >> update_file_lists >> mirror_handoff
      >> record_promotion.as_teardown(setups=change_report))

@@ -11,23 +11,32 @@ triggered by hand with a release.
    repository and arch, files and bytes to copy, files to delete. Stored as a
    JSON promotion record with its sha256 digest. Deletions above
    `RELENG_PROMOTION_MAX_DELETE` stop the run here unless `allow_large_delete`.
-2. **approve_promotion**: Human-in-the-loop approval by the users in
+2. **plan_vetting**, **vet_staging** (one instance per check),
+   **vetting_verdict**: staging is checked
+   with the real tools before anyone is asked: every ISO (checkisomd5, El
+   Torito entries, a QEMU boot to its boot menu on x86_64), every repository's
+   metadata and signature, `dnf repoclosure`, a dnf install of the profile's
+   `install_check` into a scratch root, every CHECKSUM file and its signature.
+   A failed check stops the run here, named in `vetting_verdict` and in release
+   engineering's notification, unless `vetting_override` (recorded in the
+   audit log); the approver sees the checks in a "Vetting" table.
+3. **approve_promotion**: Human-in-the-loop approval by the users in
    `RELENG_APPROVERS` (Browse → Required Actions). No answer within
    `RELENG_APPROVAL_TIMEOUT_HOURS` counts as Reject. Reject skips everything
    below and production is untouched. Dry runs skip it.
-3. **promote_payload**, **promote_metadata**, **promote_deletions**: exactly the
+4. **promote_payload**, **promote_metadata**, **promote_deletions**: exactly the
    approved changes, packages first, then repodata (`repomd.xml` last), then the
    bounded deletions; one promotion writes at a time (pool `promotion` and a
    lock file beside production).
-4. **verify_production**: every `repomd.xml` names files that exist with the
+5. **verify_production**: every `repomd.xml` names files that exist with the
    right checksums; `repomd.xml.asc` verifies when signing is configured.
-5. **update_file_lists**: `fullfilelist` and `fullfiletimelist-<category>` for
+6. **update_file_lists**: `fullfilelist` and `fullfiletimelist-<category>` for
    mirrors, replaced only when they changed.
-6. **mirror_handoff**: the site's hand-off to the mirror system
+7. **mirror_handoff**: the site's hand-off to the mirror system
    (`RELENG_MIRROR_HANDOFF_COMMAND` and/or `RELENG_MIRROR_HANDOFF_URL`, with
    retries); skipped when neither is set. Its failure fails this task only:
    production keeps the promoted release.
-7. **record_promotion**: who decided, when, the report digest and what was
+8. **record_promotion**: who decided, when, the report digest and what was
    transferred, appended to `<production root>/.releng/promotion-log.jsonl`.
 
 The phases act only on the answer Airflow recorded for this run's approval
@@ -38,7 +47,7 @@ refusals in the audit log.
 Clearing a failed phase runs the change report again (its setup), which needs a
 new approval; the phases then converge. Params: `release` (default:
 `RELENG_DEFAULT_RELEASE`, else the newest release; an Asset event's release wins),
-`rc`, `dry_run` (report only), `allow_large_delete`.
+`rc`, `dry_run` (report only), `allow_large_delete`, `vetting_override`.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Param, TriggerRule
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
@@ -54,12 +63,15 @@ from releng.dagparams import default_args, release_param
 from releng.notifiers import ApprovalWaitingNotifier, deadline_alerts
 from releng.operators.promotion import (
     MirrorHandoffOperator,
+    PlanVettingOperator,
     PromotePhaseOperator,
     PromotionApprovalOperator,
     PromotionReportOperator,
     RecordPromotionOperator,
     UpdateFileListsOperator,
     VerifyProductionOperator,
+    VetOperator,
+    VettingVerdictOperator,
     approvers_as_users,
 )
 
@@ -87,9 +99,19 @@ with DAG(
         "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
                                     description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the "
                                                 "release's production files."),
+        "vetting_override": Param(False, type="boolean", title="Ask even if vetting fails",
+                                  description="Ask the approvers even when a vetting check failed; the override is "
+                                              "recorded in the audit log and shown in the approval request."),
     },
 ):
     change_report = PromotionReportOperator(task_id="change_report", pool="promotion", retries=0)
+    plan_vetting = PlanVettingOperator(task_id="plan_vetting", retries=0)
+    # One instance per check (kind and target); a failed check fails its instance, the verdict reads every result.
+    vet_staging = VetOperator.partial(task_id="vet_staging", retries=0,
+                                      map_index_template="{{ task.kind }} {{ task.target }}"
+                                      ).expand_kwargs(plan_vetting.output)
+    vetting_verdict = VettingVerdictOperator(task_id="vetting_verdict", trigger_rule=TriggerRule.ALL_DONE,
+                                             retries=0)
     approve_promotion = PromotionApprovalOperator(
         task_id="approve_promotion",
         subject="Promotion to production (the run's change report)",
@@ -111,6 +133,9 @@ with DAG(
     # state still comes from the promotion tasks.
     record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
+    change_report >> plan_vetting >> vet_staging >> vetting_verdict
+    # change_report directly too: a failed report fails the approval (upstream_failed) whatever the verdict does
+    [change_report, vetting_verdict] >> approve_promotion
     (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
      >> verify_production >> update_file_lists >> mirror_handoff
      >> record_promotion.as_teardown(setups=change_report))

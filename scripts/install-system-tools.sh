@@ -2,7 +2,7 @@
 # Install the command-line tools the pipeline calls, on Debian/Ubuntu (apt) or
 # Enterprise Linux/Fedora (dnf). Idempotent: does nothing when every tool is present.
 # Usage: scripts/install-system-tools.sh [--with-test-extras]
-#   --with-test-extras  also install qemu (boot smoke test) and docker-compose (compose file check)
+#   --with-test-extras  also install OVMF and docker-compose (compose file check)
 set -euo pipefail
 
 extras=0
@@ -11,8 +11,8 @@ extras=0
 # command -> why we need it; checked before and after installing
 required=(rpm rpmbuild rpmsign createrepo_c modifyrepo_c dnf xorriso implantisomd5 checkisomd5
           mksquashfs unsquashfs mkfs.vfat mcopy mmd rsync gpg gpgconf isoinfo cpio git
-          transmission-show transmission-cli)
-extra_cmds=(qemu-system-x86_64 docker-compose)
+          transmission-show transmission-cli qemu-system-x86_64 sha256sum)
+extra_cmds=(docker-compose)
 
 missing() {
   local out=() c
@@ -41,14 +41,14 @@ fi
 if command -v apt-get >/dev/null 2>&1; then
   pkgs=(rpm rpm2cpio cpio createrepo-c dnf dnf-plugins-core xorriso isolinux syslinux-common
         syslinux-utils mtools dosfstools genisoimage isomd5sum squashfs-tools rsync gnupg git
-        ca-certificates transmission-cli)
-  (( extras )) && pkgs+=(qemu-system-x86 ovmf docker-compose)
+        ca-certificates transmission-cli qemu-system-x86)
+  (( extras )) && pkgs+=(ovmf docker-compose)
   "${SUDO[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 elif command -v dnf >/dev/null 2>&1; then
   pkgs=(rpm-build rpm-sign createrepo_c dnf-plugins-core xorriso syslinux mtools dosfstools
-        genisoimage isomd5sum squashfs-tools rsync gnupg2 git cpio transmission-cli)
-  (( extras )) && pkgs+=(qemu-system-x86 edk2-ovmf)
+        genisoimage isomd5sum squashfs-tools rsync gnupg2 git cpio transmission-cli qemu-system-x86)
+  (( extras )) && pkgs+=(edk2-ovmf)
   "${SUDO[@]}" dnf install -y "${pkgs[@]}"
   # docker-compose is not packaged on EL; the compose-file test falls back to a schema check.
 else

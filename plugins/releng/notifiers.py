@@ -25,7 +25,7 @@ from airflow.sdk import BaseNotifier, Context
 
 from releng.core import notify
 from releng.core.log import Logger
-from releng.core.promotion import approval, render
+from releng.core.promotion import approval, render, vetting
 from releng.core.promotion.target import state_dir
 from releng.core.settings import Settings, settings
 
@@ -165,8 +165,9 @@ class ApprovalWaitingNotifier(BaseNotifier):
             run_id, task = context["run_id"], context["task"]
             record = approval.run_record(state_dir(cfg), run_id)
             url = notify.required_actions_url(airflow_url(cfg), task.dag_id, run_id, task.task_id)
-            message = notify.approval_waiting(record, render.markdown(record), url, cfg.approvers,
-                                              cfg.approval_timeout_hours)
+            verdict = vetting.load_verdict(state_dir(cfg), run_id, record["digest"])
+            message = notify.approval_waiting(record, vetting.approval_body(render.markdown(record), verdict), url,
+                                              cfg.approvers, cfg.approval_timeout_hours)
         except Exception as exc:
             self.log.warning("approval notification not built: %s: %s", type(exc).__name__, exc)
             return

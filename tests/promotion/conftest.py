@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from releng.core.gpg import agent_session, copy_home
 from releng.core.layout import ReleaseTrees
 from releng.core.settings import settings
 
+ROOT = Path(__file__).resolve().parents[2]
 STAGED_REPOS = ("BaseOS", "AppStream")
 STAGED_ARCHES = ("x86_64", "aarch64")
 
@@ -47,8 +49,22 @@ def trees(tmp_path, monkeypatch, el9) -> Trees:
     settings.cache_clear()
 
 
-def stage_el9(fixture, profile, dest: Path) -> Path:
-    """Lay the fixture's hashed el9 repos out as a staged release: os, debug, source, kickstart, isos."""
+@pytest.fixture(scope="session")
+def fixture_iso(tmp_path_factory) -> Path:
+    """A bootable x86_64 ISO with its media MD5 and BIOS and UEFI El Torito entries: the lorax stand-in's
+    boot.iso (it boots to its ISOLINUX menu in QEMU), built once per session."""
+    out = tmp_path_factory.mktemp("fixture-iso") / "lorax"
+    subprocess.run([sys.executable, str(ROOT / "include" / "lorax" / "lorax-standin"), "--product=Rocky Linux",
+                    "--version=9.7", "--release=9.7", "--isfinal", "--source=http://127.0.0.1:9/BaseOS/x86_64/os",
+                    "--squashfs-only", "--variant=BaseOS", "--nomacboot", "--buildarch=x86_64",
+                    "--volid=Rocky-9-7-x86_64-dvd", "--rootfs-size=4", str(out)],
+                   check=True, capture_output=True, env={**os.environ, "SOURCE_DATE_EPOCH": "1715000000"})
+    return out / "images" / "boot.iso"
+
+
+def stage_el9(fixture, profile, dest: Path, iso_image: Path) -> Path:
+    """Lay the fixture's hashed el9 repos out as a staged release: os, debug, source, kickstart, and a bootable
+    ISO (``iso_image``) in isos/x86_64 with its CHECKSUM."""
     pid = profile.project_id
     for repo in STAGED_REPOS:
         for arch in STAGED_ARCHES:
@@ -63,15 +79,24 @@ def stage_el9(fixture, profile, dest: Path) -> Path:
     isos = dest / "isos" / "x86_64"
     isos.mkdir(parents=True)
     iso = isos / "Rocky-9.7-RC1-x86_64-boot.iso"
-    iso.write_bytes(hashlib.sha256(b"iso").digest() * 4096)
+    shutil.copyfile(iso_image, iso)
     (isos / "CHECKSUM").write_text(f"SHA256 ({iso.name}) = {hashlib.sha256(iso.read_bytes()).hexdigest()}\n")
     (isos / "Rocky-9-latest-x86_64-boot.iso").symlink_to(iso.name)
     return dest
 
 
+def change_checksum_file(trees: Trees) -> None:
+    """A change to promote that still vets: a comment line added to isos/x86_64/CHECKSUM."""
+    checksum = trees.staging / "isos" / "x86_64" / "CHECKSUM"
+    checksum.write_text("# changed\n" + checksum.read_text())
+
+
 @pytest.fixture
-def staged(trees, fixture_buildsystem, el9) -> Trees:
-    stage_el9(fixture_buildsystem, el9, trees.staging)
+def staged(trees, fixture_buildsystem, el9, fixture_iso, monkeypatch) -> Trees:
+    monkeypatch.setenv("RELENG_GPG_KEY_DIR", str(fixture_buildsystem.key_dir))  # vetting's install checks
+    monkeypatch.setenv("RELENG_VETTING_BOOT_TIMEOUT", "60")
+    settings.cache_clear()
+    stage_el9(fixture_buildsystem, el9, trees.staging, fixture_iso)
     return trees
 
 

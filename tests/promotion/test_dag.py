@@ -20,7 +20,7 @@ import pytest
 from releng.core import dnf, filelist
 from releng.core.settings import settings
 from tests.notifytargets import smtp_server, webhook  # noqa: F401 (fixtures)
-from tests.promotion.conftest import build_rpm, fixture_signer, tree_digest, update_repo
+from tests.promotion.conftest import build_rpm, change_checksum_file, fixture_signer, tree_digest, update_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "promote_to_production"
@@ -156,6 +156,13 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
             "/required_actions")
     text = smtp_server.text(asked[0])
     assert link in text and "Report digest" in text and "| repository | arch |" in text
+    # staging was vetted before they were asked, and the vetting table is in the request
+    assert "### Vetting" in text and "checks passed or were skipped" in text and "FAILED" not in text
+    for row in ("| iso md5 | isos/x86_64/Rocky-9.7-RC1-x86_64-boot.iso | passed |",
+                "| iso boot | isos/x86_64/Rocky-9.7-RC1-x86_64-boot.iso | passed |",
+                "| install | x86_64: @core | passed |", "| install | aarch64: @core | passed |",
+                "| repoclosure | AppStream x86_64 | passed |", "| CHECKSUM | isos/x86_64/CHECKSUM | passed |"):
+        assert row in text, row
     assert webhook.by_event("approval_waiting")[0]["data"]["url"] == link
 
     # a general update lands in staging: foo-data 1.1 in AppStream x86_64, new signed repodata
@@ -230,7 +237,7 @@ def test_reject_leaves_production_byte_identical(staged, webhook, monkeypatch, t
     assert "| pushing el9" in log and "mirror hand-off failed 2 time(s)" in log and "exited 3" in log
     assert audit_lines(staged)[-1]["outcome"] == "promoted" and audit_lines(staged)[-1]["mirror_handoff"] is None
     assert webhook.events() == ["approval_waiting", "promotion_promoted"]
-    (staged.staging / "isos" / "x86_64" / "CHECKSUM").write_text("changed\n")
+    change_checksum_file(staged)
     before = tree_digest(staged.category, strict=True)
 
     out = {}

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.dagrun import resume_run
-from tests.promotion.conftest import tree_digest
+from tests.promotion.conftest import change_checksum_file, tree_digest
 from tests.promotion.test_dag import (
     APPROVAL,
     DAG_ID,
@@ -92,7 +92,7 @@ def promoted(staged):
     out: dict = {}
     respond("Approve", out).join(0)
     assert dag.test(run_conf={"release": "el9", "rc": True}).state == "success"
-    (staged.staging / "isos" / "x86_64" / "CHECKSUM").write_text("changed\n")
+    change_checksum_file(staged)
     return dag
 
 

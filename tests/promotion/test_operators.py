@@ -38,7 +38,14 @@ def test_dag_wiring(monkeypatch):
     dag = parse(monkeypatch, RELENG_APPROVERS="alice, bob", RELENG_APPROVAL_TIMEOUT_HOURS="12")
     assert dag.max_active_runs == 1 and dag.catchup is False and dag.doc_md and dag.tags
     assert dag.timetable.asset_condition == STAGING_ASSET  # runs when staging is updated (manual runs too)
-    assert list(dag.params) == ["release", "rc", "dry_run", "allow_large_delete"]
+    assert list(dag.params) == ["release", "rc", "dry_run", "allow_large_delete", "vetting_override"]
+    assert dag.params["vetting_override"] is False
+    # vetting: planned after the report, one mapped instance per check, the verdict before the approval
+    assert dag.get_task("plan_vetting").upstream_task_ids == {"change_report"}
+    assert dag.get_task("vet_staging").upstream_task_ids == {"plan_vetting"}
+    assert dag.get_task("vetting_verdict").upstream_task_ids == {"vet_staging"}
+    assert dag.get_task("vetting_verdict").trigger_rule == "all_done"
+    assert dag.get_task("approve_promotion").upstream_task_ids == {"change_report", "vetting_verdict"}
     enum = dag.params.get_param("release").schema["enum"]
     assert set(enum) == {"el10", "el8", "el9-beta", "el9-sig-cloud", "el9", "el9lh"}  # no "null" choice (issue 13)
     order, task = [], dag.get_task("change_report")

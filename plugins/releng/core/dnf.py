@@ -92,13 +92,14 @@ def dnf_env() -> dict[str, str]:
 
 
 def dnf_config(ws: DnfWorkspace, repos: Iterable[DnfRepo], gpg_keys: Sequence[Path], *,
-               gpgcheck: bool = True) -> str:
-    """The hermetic dnf.conf text with the repo sections inline."""
+               gpgcheck: bool = True, repo_gpgcheck: bool | None = None) -> str:
+    """The hermetic dnf.conf text with the repo sections inline (``repo_gpgcheck`` defaults to ``gpgcheck``)."""
     check = "1" if gpgcheck else "0"
+    repo_check = check if repo_gpgcheck is None else "1" if repo_gpgcheck else "0"
     lines = [
         "[main]",
         f"gpgcheck={check}",
-        f"repo_gpgcheck={check}",
+        f"repo_gpgcheck={repo_check}",
         "reposdir=/dev/null",
         f"cachedir={ws.cachedir}",
         f"persistdir={ws.cachedir}/persist",
@@ -151,3 +152,15 @@ def repoclosure_argv(ws: DnfWorkspace, check: str, repoids: Sequence[str], arch:
     argv += [f"--arch={a}" for a in COMPATIBLE_ARCHES[arch]]
     argv += [f"--repo={r}" for r in repoids]
     return [*argv, f"--check={check}"]
+
+
+def install_argv(ws: DnfWorkspace, specs: Sequence[str], arch: str, *, major: int, disttag: str) -> list[str]:
+    """``dnf install`` of ``specs`` (``@group`` or package names) into the workspace's installroot as ``arch``.
+
+    Scriptlets and triggers are off (``tsflags=noscripts,notriggers``): nothing from the packages runs on this
+    host, which also lets ``--forcearch`` unpack a foreign arch's packages. No documentation is unpacked. No
+    plugin runs: dnf-plugins-core's ``local`` plugin (enabled on Debian) would copy every installed package into
+    the host's ``/var/lib/dnf/plugins/local`` and offer them back as a repo.
+    """
+    return [*_dnf_base(ws, major, disttag), "--noplugins", f"--forcearch={arch}",
+            "--setopt=tsflags=noscripts,notriggers,nodocs", "install", *specs]

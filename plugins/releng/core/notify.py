@@ -113,12 +113,14 @@ def compose_ended(compose_id: str, status: str, top: str, failed: list[str] | tu
 
 
 def promotion_ended(entry: Mapping, url: str) -> Message:
-    """Release engineering: a promotion's audit outcome (promoted, rejected, timed out, incomplete, no decision)."""
+    """Release engineering: a promotion's audit outcome (promoted, rejected, timed out, incomplete, vetting failed,
+    no decision); the failed vetting checks are named."""
     outcome = str(entry.get("outcome"))
     user = (entry.get("decided_by") or {}).get("id")
     kind = ("promoted" if outcome == "promoted" else "rejected" if outcome == "rejected"
             else "timed_out" if outcome.startswith("timed out") else "incomplete" if outcome.startswith("incomplete")
-            else "not_promoted")
+            else "vetting_failed" if outcome.startswith("not asked: vetting failed") else "not_promoted")
+    vetting = entry.get("vetting") or {}
     phases = entry.get("phases") or {}
     copied = sum(int((p or {}).get("files", 0)) for p in phases.values())
     lines = [
@@ -129,11 +131,15 @@ def promotion_ended(entry: Mapping, url: str) -> Message:
     ]
     if kind in ("promoted", "incomplete"):
         lines.append(f"Files transferred or deleted by the phases: {copied}")
+    if vetting.get("failed"):
+        lines.append(f"Vetting {vetting.get('status')}: failed checks: {', '.join(vetting['failed'])}"
+                     + (" (approval asked anyway: vetting_override)" if vetting.get("status") == "overridden" else ""))
     lines.append(_link_line("Run", url))
     return Message("promotion_" + kind, RELENG,
                    f"[releng] Promotion of {entry.get('release')} {outcome.split(':')[0]}", "\n".join(lines),
                    {"release": entry.get("release"), "run_id": entry.get("run_id"), "digest": entry.get("digest"),
                     "outcome": outcome, "decided_by": user, "production_dir": entry.get("production_dir"),
+                    "vetting": vetting.get("status"), "failed_checks": list(vetting.get("failed", [])),
                     "url": url})
 
 

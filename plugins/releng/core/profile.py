@@ -35,6 +35,8 @@ _SIG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # staging (their own compose root, staging directory and link) and are never promoted.
 STABLE, BETA, LOOKAHEAD = "stable", "beta", "lookahead"
 CHANNELS = (STABLE, BETA, LOOKAHEAD)
+# An RPM package or comps group name as dnf takes it (no globs, no options, no spaces).
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,15 @@ class ExtraFiles:
 
 
 @dataclass(frozen=True)
+class InstallCheck:
+    """What the promotion's install smoke test installs from staging: comps groups and packages from repos."""
+
+    repos: tuple[str, ...]
+    groups: tuple[str, ...] = ("core",)
+    packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReleaseProfile:
     """A validated release profile."""
 
@@ -136,6 +147,7 @@ class ReleaseProfile:
     extra_files: ExtraFiles | None = None
     channel: str = STABLE
     sig: str | None = None
+    install_check: InstallCheck | None = None
 
     @property
     def promotable(self) -> bool:
@@ -293,7 +305,7 @@ def _join(parent: str, name: str) -> str:
 _TOP_KEYS = (
     "name", "fullname", "distname", "shortname", "revision", "rclvl", "major", "minor", "profile",
     "disttag", "bugurl", "checksum", "arches", "build_system", "gpg_keys", "repos", "repoclosure",
-    "iso", "cloud_images", "extra_files", "channel", "sig",
+    "iso", "cloud_images", "extra_files", "channel", "sig", "install_check",
 )
 
 
@@ -407,6 +419,7 @@ def load_profile(path: str | Path) -> ReleaseProfile:
         iso_images, lorax = _check_iso(c, top, repo_ref)
         cloud_images = _check_cloud(c, top, arches)
     extra_files = _check_extra_files(c, top)
+    install_check = _check_install(c, top, repo_ref, lorax)
 
     if c.problems:
         raise ProfileError(c.problems)
@@ -416,7 +429,7 @@ def load_profile(path: str | Path) -> ReleaseProfile:
         rclvl=rclvl, major=major, minor=minor, profile=profile, disttag=disttag, bugurl=bugurl,
         checksum=checksum, arches=arches, project_id=project_id, gpg_keys=gpg_keys, repos=repos,
         repoclosure=repoclosure, iso_images=iso_images, lorax=lorax, cloud_images=cloud_images,
-        extra_files=extra_files, channel=channel or STABLE, sig=sig,
+        extra_files=extra_files, channel=channel or STABLE, sig=sig, install_check=install_check,
     )
 
 
@@ -545,6 +558,34 @@ def _check_extra_files(c: _Checker, top: dict) -> ExtraFiles | None:
     if git_repo and branch and files is not None:
         return ExtraFiles(git_repo, branch, files)
     return None
+
+
+def _check_install(c: _Checker, top: dict, repo_ref: Callable[[str, str], bool],
+                   lorax: LoraxSettings | None) -> InstallCheck | None:
+    """``install_check``: repos (default: the lorax repos, what the installer installs from), groups (default:
+    core), packages (default: none); at least one group or package."""
+    if "install_check" not in top:
+        return InstallCheck(lorax.repos) if lorax is not None else None
+    key = "install_check"
+    entry = c.mapping(top[key], key, ("repos", "groups", "packages"))
+
+    def name(ikey: str, value: str) -> bool:
+        if not _PACKAGE_RE.match(value):
+            c.problem(ikey, f"{value!r} is not a package or group name (letters, digits, '.', '_', '+', '-'; no "
+                            "globs or spaces)")
+            return False
+        return True
+
+    repos = c.str_list(entry, key, "repos", repo_ref, default=None)
+    groups = c.str_list(entry, key, "groups", name, default=["core"], non_empty=False)
+    packages = c.str_list(entry, key, "packages", name, default=[], non_empty=False)
+    if groups == () and packages == ():
+        c.problem(key, "names no group and no package; list at least one under groups or packages")
+    if repos is None:
+        repos = lorax.repos if lorax is not None else None
+    if repos is None or groups is None or packages is None:
+        return None
+    return InstallCheck(repos, groups, packages)
 
 
 # --- lookup ---------------------------------------------------------------------------------

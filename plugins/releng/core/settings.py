@@ -69,6 +69,7 @@ class Settings:
     torrent_piece_size: int | None
     repodata_pool_slots: int
     test_site: bool
+    vetting_boot_timeout: float
 
     @property
     def mirror_handoff_argv(self) -> tuple[str, ...]:
@@ -179,6 +180,8 @@ class Settings:
             torrent_piece_size=_piece_size(get),
             repodata_pool_slots=int(slots),
             test_site=test_site == "true",
+            vetting_boot_timeout=_number(get, "RELENG_VETTING_BOOT_TIMEOUT", 5, 3600,
+                                         "seconds a vetting boot of an ISO may take to show its boot menu, e.g. 120"),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -426,6 +429,8 @@ DEFAULTS: dict[str, str] = {
     "RELENG_GNUPGHOME": "",
     "RELENG_PROMOTION_MAX_DELETE": "0.1",
     "RELENG_APPROVAL_TIMEOUT_HOURS": "24",
+    # Seconds a QEMU boot of a staged ISO may take to show its boot menu (vet_isos), KVM or not.
+    "RELENG_VETTING_BOOT_TIMEOUT": "120",
     # Empty: the profiles' extra_files.git_repo. Otherwise a mirror of it (same branches and paths).
     "RELENG_EXTRA_FILES_GIT": "",
     # Notifications: empty targets send nothing. Mail goes through the Airflow SMTP connection RELENG_SMTP_CONN_ID;

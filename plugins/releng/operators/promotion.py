@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
 from releng.core import notify
-from releng.core.profile import ProfileError
+from releng.core.profile import ProfileError, find_profile
 from releng.core.promotion import (
     approval,
     change_report,
@@ -29,6 +29,7 @@ from releng.core.promotion import (
     render,
     update_file_lists,
     verify_production,
+    vetting,
 )
 from releng.core.promotion.base import PromotionError
 from releng.core.promotion.target import (
@@ -168,8 +169,14 @@ class PromotionApprovalOperator(ApprovalOperator):
                 "RELENG_APPROVERS is empty, so nobody is assigned to approve this promotion (an unassigned request "
                 "could be answered by any user). Set RELENG_APPROVERS=user1,user2 for the dag-processor, scheduler "
                 "and workers, then trigger the promotion again")
+        try:
+            verdict = vetting.require_cleared(state_dir(settings()), record)
+        except PromotionError as exc:
+            approval.asked_file(state_dir(settings()), context["run_id"]).unlink(missing_ok=True)
+            raise AirflowFailException(f"refused: {exc}") from None
         self.subject = render.subject(record)
-        self.body = render.markdown(record, approvers=[u["id"] for u in self.assigned_users])
+        self.body = vetting.approval_body(render.markdown(record, approvers=[u["id"] for u in self.assigned_users]),
+                                          verdict)
         self.log.info("asking %s to approve %s", ", ".join(u["id"] for u in self.assigned_users), record["digest"])
         return super().execute(context)
 
@@ -190,6 +197,101 @@ class PromotionApprovalOperator(ApprovalOperator):
         # For people reading the run in the UI; the phases read the decision file, never this XCom.
         ti.xcom_push(key=DECISION_KEY, value=approval.decision_for_people(decision))
         return super().execute_complete(context, event)
+
+
+class PlanVettingOperator(BaseOperator):
+    """List the vetting checks of the run's report: ``[{"kind", "target"}]``, what ``vet_staging`` maps over.
+
+    The list is also written to the run's plan file, which the checks and the verdict read: a check
+    changed through the XComs is refused. Empty when the run asks nobody (dry run, nothing to approve).
+    """
+
+    def execute(self, context: Context) -> list[dict]:
+        cfg = settings()
+        require_lease(context, context["task"].task_id, cfg.staging_root)
+        try:
+            state = state_dir(cfg)
+            record = approval.run_record(state, context["run_id"])
+            checks = vetting.plan_vetting(state, context["run_id"], find_profile(record["release"], cfg.config_dir),
+                                          log=self.log.info)
+        except (PromotionError, ProfileError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        return [{"kind": kind, "target": target} for kind in vetting.KINDS for target in checks[kind]]
+
+
+class VetOperator(BaseOperator):
+    """One vetting check of staging (``releng.core.promotion.vetting``); fails when the check fails.
+
+    :param kind: ``isos``, ``repos``, ``repoclosure``, ``install`` or ``checksums``
+    :param target: what to check (an ISO or CHECKSUM path in the staging release directory, or an arch); it
+        must be in the run's vetting plan file
+    """
+
+    template_fields = ("kind", "target")
+
+    def __init__(self, *, kind: str, target: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.target = target
+
+    def execute(self, context: Context) -> dict:
+        cfg = settings()
+        require_lease(context, context["task"].task_id, cfg.staging_root)
+        state, run_id = state_dir(cfg), context["run_id"]
+        try:
+            record = approval.run_record(state, run_id)
+            result = vetting.vet(state, run_id, self.kind, self.target,
+                                 find_profile(record["release"], cfg.config_dir), signing_key=cfg.repo_signing_key,
+                                 gnupghome=cfg.gnupghome, key_dir=cfg.gpg_key_dir,
+                                 boot_timeout=cfg.vetting_boot_timeout, log=self.log.info)
+        except (PromotionError, ProfileError) as exc:
+            raise AirflowFailException(str(exc)) from None
+        failed = vetting.failed_rows(result["rows"])
+        for r in result["rows"]:
+            self.log.info("%s %s: %s: %s", r["check"], r["target"], r["result"], r["detail"])
+        if failed:
+            raise AirflowFailException("vetting check failed: " + "; ".join(
+                f"{vetting.describe(r)}: {r['detail']}" for r in failed))
+        return {"kind": self.kind, "target": self.target, "rows": len(result["rows"])}
+
+
+class VettingVerdictOperator(BaseOperator):
+    """Read every planned check's result file and decide: passed, failed (the run stops before anyone is
+    asked) or overridden (``vetting_override``: asked anyway, recorded in the audit log).
+
+    The failed checks are named in the first line of the log and in the task's error; record_promotion tells
+    release engineering. Skipped when the run asks nobody.
+
+    :param override: ask the approvers even when a check failed (default: the ``vetting_override`` param)
+    """
+
+    def __init__(self, *, override: bool | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.override = override
+
+    def execute(self, context: Context) -> dict:
+        override = bool(context["params"].get("vetting_override", False) if self.override is None
+                        else self.override)
+        try:
+            verdict = vetting.vetting_verdict(state_dir(settings()), context["run_id"], context["dag"].dag_id,
+                                              override=override)
+        except PromotionError as exc:
+            raise AirflowFailException(str(exc)) from None
+        if verdict is None:
+            raise AirflowSkipException("nothing will be asked in this run (dry run, nothing to approve, or the "
+                                       "report failed); nothing to vet")
+        failed = ", ".join(verdict["failed"])
+        if verdict["status"] == vetting.FAILED:
+            self.log.error("VETTING FAILED: %s", failed)
+            for r in vetting.failed_rows(verdict["rows"]):
+                self.log.error("  %s %s: %s: %s", r["check"], r["target"], r["result"], r["detail"])
+            raise AirflowFailException(f"vetting failed: {failed}. Nobody is asked to approve; fix staging, or "
+                                       "trigger the promotion with vetting_override=true to ask anyway")
+        if verdict["status"] == "overridden":
+            self.log.warning("VETTING FAILED, OVERRIDDEN (vetting_override; in the audit log): %s", failed)
+        else:
+            self.log.info("vetting passed: %d checks", verdict["checks"])
+        return {"status": verdict["status"], "failed": verdict["failed"], "checks": verdict["checks"]}
 
 
 class _AfterApprovalOperator(BaseOperator):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from releng.core import fs
+from releng.core.promotion import vetting_files
 from releng.core.promotion.audit import append_audit
 from releng.core.promotion.base import PromotionError, slug, utc_now
 from releng.core.promotion.record import load_record, record_digest
@@ -112,6 +113,11 @@ def run_record(state: StateDir, run_id: str) -> dict:
 def needs_approval(record: Mapping, lists_stale: bool) -> bool:
     """Something to approve: files to promote, stale file lists, or planned ``actions`` (a point release's)."""
     return not record["dry_run"] and bool(record["items"] or lists_stale or record.get("actions"))
+
+
+def needs_vetting(state: StateDir, record: Mapping) -> bool:
+    """The run will ask the approvers (a report that opened the run at the gate), so staging is vetted first."""
+    return not record["dry_run"] and pending_file(state, record["run_id"]).exists()
 
 
 def open_run(state: StateDir, record: Mapping) -> None:
@@ -310,7 +316,11 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
     if decision is not None and decision.get("digest") != record["digest"]:
         decision = None
     steps = load_steps(state, run_id, record["digest"], steps_of(record))
-    if decision is None:
+    verdict = vetting_files.load_verdict(state, run_id, record["digest"])
+    if decision is None and verdict is not None and verdict["status"] == vetting_files.FAILED:
+        outcome = f"not asked: vetting failed ({', '.join(verdict['failed'])}); nothing was promoted"
+        choice = None
+    elif decision is None:
         outcome = ("no decision: Airflow recorded no approver's answer for this run (approval not answered, "
                    "bypassed or failed); nothing was promoted")
         choice = None
@@ -330,7 +340,7 @@ def outcome_entry(state: StateDir, record: Mapping, dag_id: str) -> dict:
         "phases": {p: steps[p] for p in ("payload", "metadata", "deletions")},
         "verification": steps["verify_production"], "file_lists": steps["update_file_lists"],
         "mirror_handoff": extra_step(state, run_id, record["digest"], "mirror_handoff"),
-        "logged_at": utc_now(),
+        "vetting": vetting_files.summary(verdict), "logged_at": utc_now(),
         **({"point_release": {s: steps[s] for s in record["extra_steps"]}} if record.get("extra_steps") else {}),
     }
 

@@ -66,6 +66,16 @@ class SignatureChecker:
             return f"{asc}: does not verify {repomd.name} with key {self.key} ({detail})"
         return None
 
+    def clearsigned_problem(self, path: Path) -> str | None:
+        """None when ``path`` is clear-signed with a good signature by the key, else what is wrong."""
+        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", NO_AUTOSTART,
+                                 "--status-fd", "1", "--verify", str(path)], capture_output=True, check=False)
+        if result.returncode != 0 or not validsig_fingerprints(result.stdout.decode(errors="replace")) \
+                & self.fingerprints:
+            detail = (result.stderr.decode(errors="replace").strip().splitlines() or ["no detail"])[-1]
+            return f"{path}: its clear-signature does not verify with key {self.key} ({detail})"
+        return None
+
     def close(self) -> None:
         self._tmp.cleanup()
 
