@@ -211,22 +211,18 @@ def _header(entries: dict[int, tuple[int, object]], region: int) -> bytes:
     return _HEADER_MAGIC + struct.pack(">II", nindex, len(data)) + region_entry + b"".join(index) + bytes(data)
 
 
+_CPIO_HEAD = b"070701%08X%08X00000000000000000%07X%08X%08X000000000000000000000000000000000%07X00000000"
+
+
 def _cpio(files: Sequence[RpmFile], modes: list[int], mtime: int) -> bytes:
-    out = bytearray()
-
-    def entry(ino: int, mode: int, nlink: int, name: bytes, content: bytes) -> None:
-        out.extend(b"070701" + b"".join(b"%08X" % v for v in (ino, mode, 0, 0, nlink, mtime, len(content), 0, 0, 0, 0,
-                                                                   len(name) + 1, 0)))
-        out.extend(name + b"\x00")
-        out.extend(b"\x00" * (-len(out) % 4))
-        out.extend(content)
-        out.extend(b"\x00" * (-len(out) % 4))
-
+    parts = []
     for i, (f, mode) in enumerate(zip(files, modes, strict=True)):
-        entry(i + 1, mode, 2 if f.directory else 1, b"." + f.path.encode() if f.path.startswith("/")
-              else f.path.encode(), f.content)
-    entry(0, 0, 1, b"TRAILER!!!", b"")
-    return bytes(out)
+        name = (b"." + f.path.encode() if f.path.startswith("/") else f.path.encode()) + b"\x00"
+        head = _CPIO_HEAD % (i + 1, mode, 2 if f.directory else 1, mtime, len(f.content), len(name))
+        parts += [head, name, b"\x00" * (-(110 + len(name)) % 4), f.content, b"\x00" * (-len(f.content) % 4)]
+    name = b"TRAILER!!!\x00"
+    parts += [_CPIO_HEAD % (0, 0, 1, 0, 0, len(name)), name, b"\x00" * (-(110 + len(name)) % 4)]
+    return b"".join(parts)
 
 
 def build_rpm(spec: RpmSpec, key: SigningKey | None) -> bytes:
@@ -234,7 +230,9 @@ def build_rpm(spec: RpmSpec, key: SigningKey | None) -> bytes:
     source = spec.arch == "src"
     files = sorted(spec.files, key=lambda f: f.path)
     modes = [0o40755 if f.directory else 0o100644 for f in files]
-    digests = ["" if f.directory else hashlib.sha256(f.content).hexdigest() for f in files]
+    hashed: dict[bytes, str] = {}
+    digests = ["" if f.directory else hashed.get(f.content) or hashed.setdefault(
+        f.content, hashlib.sha256(f.content).hexdigest()) for f in files]
     sizes = [4096 if f.directory else len(f.content) for f in files]
     dirnames: list[str] = []
     dir_index: dict[str, int] = {}
