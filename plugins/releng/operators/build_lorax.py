@@ -23,16 +23,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from releng.core import lorax
-from releng.core.layout import ComposeLayout
 from releng.core.settings import Settings, settings
 from releng.hooks.s3 import s3_hook
 from releng.operators.common import load_release
+
+if TYPE_CHECKING:
+    from releng.core import lorax
+    from releng.core.layout import ComposeLayout
 
 # A lorax image is several GB: a fresh node needs minutes to pull it.
 POD_STARTUP_TIMEOUT = 900
@@ -40,6 +42,8 @@ POD_STARTUP_TIMEOUT = 900
 
 def job_for(item: dict) -> tuple[lorax.LoraxJob, ComposeLayout]:
     """The lorax job of one planned arch: ``{"arch", "summary": {release, compose_root, compose_id, rc, hashed}}``."""
+    from releng.core import lorax
+    from releng.core.layout import ComposeLayout
     summary = item["summary"]
     s = settings()
     profile = load_release(summary["release"])
@@ -55,6 +59,7 @@ def job_for(item: dict) -> tuple[lorax.LoraxJob, ComposeLayout]:
 
 def lorax_pod_kwargs(item: dict) -> dict:
     """``.map()`` callable: one planned arch -> the KubernetesPodOperator kwargs of its pod."""
+    from releng.core import lorax
     job, layout = job_for(item)
     return lorax.pod_kwargs(job, layout.profile.major, lorax.script_files())
 
@@ -129,6 +134,8 @@ class LoraxPodOperator(BaseOperator):
         from airflow.providers.cncf.kubernetes.secret import Secret
         from kubernetes.client import models as k8s
 
+        from releng.core import lorax
+
         extra = {"kubernetes_conn_id": self.kubernetes_conn_id} if self.kubernetes_conn_id else {}
         return KubernetesPodOperator(
             task_id=self.task_id, name=self.name, namespace=self.namespace, image=self.image,
@@ -192,6 +199,7 @@ class LoraxLocalOperator(BaseOperator):
         self._proc: subprocess.Popen | None = None
 
     def execute(self, context: Context) -> dict:
+        from releng.core import lorax
         job = lorax.LoraxJob(self.arch, self.revision, tuple(self.options), self.bucket, self.key, tuple(self.removes))
         work = Path(tempfile.mkdtemp(prefix=f"lorax-{self.arch}-", dir=self.work_root))
         env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "LORAX_"))}

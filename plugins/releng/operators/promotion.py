@@ -21,25 +21,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from releng.assets import STAGING_ASSET
 from releng.core import notify
 from releng.core.profile import ProfileError
-from releng.core.promotion import (
-    approval,
-    change_report,
-    mirror_handoff,
-    promote_phases,
-    render,
-    update_file_lists,
-    verify_production,
-)
-from releng.core.promotion.base import PromotionError
-from releng.core.promotion.target import (
-    NotPromotable,
-    PromotionTarget,
-    choose_release,
-    promotable_profile,
-    state_dir,
-)
-from releng.core.repo.repomd import RepoError
-from releng.core.rsync import PHASES
 from releng.core.settings import Settings, settings
 from releng.notifiers import airflow_url, send
 from releng.operators.staging import acquire, give_back, require_lease
@@ -88,6 +69,9 @@ class PromotionReportOperator(BaseOperator):
         self.allow_large_delete = allow_large_delete
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import change_report
+        from releng.core.promotion.base import PromotionError
+        from releng.core.repo.repomd import RepoError
         params = context["params"]
         dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
@@ -110,6 +94,8 @@ class PromotionReportOperator(BaseOperator):
     def _refuse_unpromotable(self, context: Context) -> None:
         """A beta or lookahead release is refused before the lease is taken and before any tree is read: failed
         when a person asked for it, skipped (nothing to do) when its own staging event started the run."""
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import NotPromotable, choose_release, promotable_profile
         events = [] if self.release else _staging_event_extras(context)
         try:
             release, _rc, _events = choose_release(self.release, self.rc, context["params"], events)
@@ -152,6 +138,9 @@ class PromotionApprovalOperator(ApprovalOperator):
     """
 
     def execute(self, context: Context):
+        from releng.core.promotion import approval, render
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         try:
             record = approval.approval_request(state_dir(settings()), context["run_id"], str(context["ti"].id))
         except approval.NothingToApprove as exc:
@@ -169,6 +158,9 @@ class PromotionApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         ti = context["ti"]
         cfg = settings()
         try:
@@ -197,6 +189,10 @@ class _AfterApprovalOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
+        from releng.core.rsync import PHASES
         cfg = settings()
         action = self.action(cfg)
         if self.step_name() in PHASES:  # the phases read staging: after the approval check, the lease
@@ -232,6 +228,7 @@ class PromotePhaseOperator(_AfterApprovalOperator):
         return self.phase
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import promote_phases
         return lambda record: promote_phases.promote_phase(record, self.phase, log=self.log.info,
                                                            bwlimit_kbps=self.bwlimit_kbps)
 
@@ -240,9 +237,12 @@ class VerifyProductionOperator(_AfterApprovalOperator):
     """Check every repomd.xml of the promoted release: named files exist with their checksums, signatures verify."""
 
     def step_name(self) -> str:
+        from releng.core.promotion import approval
         return approval.VERIFY_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import verify_production
+        from releng.core.promotion.target import PromotionTarget
         return lambda record: verify_production.verify_production(PromotionTarget.from_dict(record), cfg,
                                                                   log=self.log.info)
 
@@ -251,9 +251,12 @@ class UpdateFileListsOperator(_AfterApprovalOperator):
     """Regenerate ``fullfilelist`` and ``fullfiletimelist-<category>`` for the production category."""
 
     def step_name(self) -> str:
+        from releng.core.promotion import approval
         return approval.FILE_LISTS_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import update_file_lists
+        from releng.core.promotion.target import PromotionTarget
         return lambda record: update_file_lists.update_file_lists(PromotionTarget.from_dict(record),
                                                                   log=self.log.info)
 
@@ -267,6 +270,9 @@ class RecordPromotionOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         try:
             closed = approval.record_promotion(state_dir(settings()), context["run_id"], context["dag"].dag_id)
         except PromotionError as exc:
@@ -296,6 +302,9 @@ class MirrorHandoffOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval, mirror_handoff
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         cfg = settings()
         if not cfg.mirror_handoff_argv and not cfg.mirror_handoff_url:
             raise AirflowSkipException("no mirror hand-off configured (RELENG_MIRROR_HANDOFF_COMMAND and "
