@@ -45,7 +45,7 @@ from releng.core.profile import ReleaseProfile, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = ROOT / ".stack" / "scale"
-SCALE_VERSION = "1"  # bump when the generated content changes
+SCALE_VERSION = "1"  # bump when the generated content changes (the cache key: not the source files' bytes)
 BUILDTIME = 1735689600
 REVISION = str(BUILDTIME)
 
@@ -113,7 +113,8 @@ def release_plan(profile: ReleaseProfile, repo_id: str, scale: float, files_scal
         seen.add(stem)
         version = f"{rng.randint(0, 12)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}"
         release = f"{rng.randint(1, 20)}.el{profile.major}"
-        kinds = ["main"] + rng.sample(("libs", "devel", "python", "doc", "data", "tools"), rng.choice((0, 1, 1, 2, 3)))
+        extra = rng.sample(("libs", "devel", "python", "doc", "data", "tools"), rng.choice((0, 1, 1, 2, 3)))
+        kinds = ["main", *extra]
         binaries = []
         for kind in kinds[: target - count]:
             name = {"main": stem, "python": f"python3-{stem}"}.get(kind, f"{stem}-{kind}")
@@ -155,12 +156,12 @@ def _paths(binary: Binary, source: Source, arch: str) -> Iterator[tuple[str, boo
         yield f"/usr/include/{stem}", True
         yield f"{lib}/pkgconfig/{stem}.pc", False
         for i in range(n - 1):
-            yield f"/usr/include/{stem}/{'sub%d/' % (i // 50) if i >= 50 else ''}{stem}_{i}.h", False
+            yield f"/usr/include/{stem}/{f'sub{i // 50}/' if i >= 50 else ''}{stem}_{i}.h", False
     elif binary.kind == "python":
         site = f"/usr/lib/python3.9/site-packages/{stem.replace('-', '_')}"
         yield site, True
         for i in range(n):
-            module = f"{site}/{'m%d/' % (i // 30) if i >= 30 else ''}mod_{i}"
+            module = f"{site}/{f'm{i // 30}/' if i >= 30 else ''}mod_{i}"
             yield (f"{module}.py" if i % 3 == 0 else f"{module}.cpython-39.pyc" if i % 3 == 1
                    else f"{module}.cpython-39.opt-1.pyc"), False
     elif binary.kind == "doc":
@@ -374,8 +375,7 @@ def run_job(job: Job) -> dict:
 
 def _digest(profile: ReleaseProfile, scale: float, files_scale: float, arches: Sequence[str]) -> str:
     h = hashlib.sha256(f"{SCALE_VERSION}:{scale}:{files_scale}:{','.join(arches)}".encode())
-    for path in (Path(__file__), Path(__file__).with_name("rpmfile.py"), profile.path):
-        h.update(path.read_bytes())
+    h.update(profile.path.read_bytes())
     return h.hexdigest()
 
 
@@ -414,7 +414,8 @@ def build(root: Path = DEFAULT_ROOT, profile: ReleaseProfile | None = None, *, s
             first = [Job(repo_id=r.id, arch=a, **common) for r in profile.repos for a in ("noarch", "src")]
             for result in pool.map(run_job, first):
                 log(f"scale fixture: {result}")
-            trees = [Job(repo_id=r.id, arch=a, **common) for r in profile.repos for a in profile.repo_arches(r.id, chosen)]
+            trees = [Job(repo_id=r.id, arch=a, **common)
+                     for r in profile.repos for a in profile.repo_arches(r.id, chosen)]
             results = []
             for result in pool.map(run_job, trees):
                 log(f"scale fixture: {result}")
