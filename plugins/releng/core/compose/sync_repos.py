@@ -52,7 +52,7 @@ from releng.core.layout import LayoutError, safe_part
 from releng.core.modes import make_public_tree
 from releng.core.profile import ReleaseProfile
 from releng.core.repo.dnf_output import failed_downloads, gpg_failures, package_download
-from releng.core.repo.primary import iter_packages, package_index
+from releng.core.repo.primary import PackageEntry, iter_packages, package_index
 from releng.core.repo.repomd import REPOMD, RepoError, stale_metadata, tree_path
 from releng.core.repo.signatures import SignatureToolError, check_signatures, dearmor, gpgv_argv
 from releng.core.repo.trees import break_shared_links, copy_repodata, link_unchanged, samefile_count
@@ -227,7 +227,7 @@ def _sync(job: _Job, source: RepoSource, repo: str, arch: str, kind: str, progre
     log(f"{job.label}: syncing {job.url} into {job.dest}"
         + (f" (linking from {job.previous})" if job.previous else ""))
     downloads: list[int] = []
-    report, linked_hrefs = _reuse_reference(job) if _upstream_unchanged(job, source) else (None, [])
+    report, linked_hrefs, entries = _reuse_reference(job) if _upstream_unchanged(job, source) else (None, [], None)
     if report is None:
         downloads, linked_hrefs = _reposync(job, progress_interval)
         report = verify_repo(job.dest)
@@ -237,7 +237,7 @@ def _sync(job: _Job, source: RepoSource, repo: str, arch: str, kind: str, progre
             + "\n".join(report.problems()) + f"\n{report.summary()}. "
             "Retry the task; dnf re-downloads what does not match."
         )
-    _check_signatures(job)
+    _check_signatures(job, entries)
     for stale in stale_metadata(job.dest):
         stale.unlink()
     if report.extra and job.delete:
@@ -328,25 +328,28 @@ def _upstream_unchanged(job: _Job, source: RepoSource) -> bool:
     return check.returncode == 0
 
 
-def _reuse_reference(job: _Job) -> tuple[TreeReport | None, list[str]]:
+def _reuse_reference(job: _Job) -> tuple[TreeReport | None, list[str], list[PackageEntry] | None]:
     """Upstream is unchanged: link the previous compose's packages and copy its repodata (nothing to do
-    in place). Returns the verified tree's report and the linked hrefs, or None when dnf must run."""
+    in place). Returns the verified tree's report, the linked hrefs and the packages of its primary (read
+    once: the copied repodata is the reference's), or None when dnf must run."""
     linked: list[str] = []
+    entries: list[PackageEntry] | None = None
     try:
         if job.previous:
             index = package_index(job.previous)
             linked = link_unchanged(job.dest, job.previous, index.values(), previous_index=index)
             copy_repodata(job.previous, job.dest)
+            entries = list(index.values())
     except (RepoError, OSError) as exc:
         job.warn(f"{job.label}: could not take the unchanged tree from {job.previous} ({exc}); running dnf")
-        return None, []
-    report = verify_repo(job.dest)
+        return None, [], None
+    report = verify_repo(job.dest, entries=entries)
     if not report.ok:
         job.log(f"{job.label}: the unchanged tree does not verify ({'; '.join(report.problems(3))}); running dnf")
-        return None, []
+        return None, [], None
     job.log(f"{job.label}: upstream repodata unchanged since {job.previous or job.dest}; "
             f"{report.packages} packages taken as they are")
-    return report, linked
+    return report, linked, entries
 
 
 def _reposync(job: _Job, progress_interval: float) -> tuple[list[int], list[str]]:
@@ -397,9 +400,11 @@ def _reposync(job: _Job, progress_interval: float) -> tuple[list[int], list[str]
     return downloads, linked
 
 
-def _check_signatures(job: _Job) -> None:
-    """Every package's signature against the profile's keys only; a failure is not retriable."""
-    files = [tree_path(job.dest, p.href) for p in iter_packages(job.dest)]
+def _check_signatures(job: _Job, entries: Sequence[PackageEntry] | None = None) -> None:
+    """Every package's signature against the profile's keys only; a failure is not retriable.
+
+    ``entries``: the tree's packages when its primary was read already."""
+    files = [tree_path(job.dest, p.href) for p in (iter_packages(job.dest) if entries is None else entries)]
     try:
         bad = check_signatures(job.ws.installroot, files, env=dnf.dnf_env(), batch=CHECKSIG_BATCH)
     except SignatureToolError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,12 +132,14 @@ def file_matches(path: Path, entry: PackageEntry) -> bool:
 
 
 def verify_repo(tree: Path, *, packages: bool = True, checksums: bool = True, workers: int = 2,
-                cache: VerifyCache | None = None, prefix: str = "") -> TreeReport:
+                cache: VerifyCache | None = None, prefix: str = "",
+                entries: Iterable[PackageEntry] | None = None) -> TreeReport:
     """Check every file ``repomd.xml`` names and, with ``packages``, every package primary lists (exists, size,
     checksum) and the files in Packages/ it does not list.
 
     ``checksums=False`` checks existence and size only (for trees of hard links to a verified tree).
     ``prefix`` is put before every href in the report (the tree's path under a directory verified whole).
+    ``entries``: the packages of this tree's primary when the caller has parsed it already (it is not read again).
     """
     tree = Path(tree)
     cache = VerifyCache() if cache is None else cache
@@ -176,7 +178,7 @@ def verify_repo(tree: Path, *, packages: bool = True, checksums: bool = True, wo
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for entry in iter_packages(tree):
+            for entry in iter_packages(tree) if entries is None else entries:
                 listed.add(entry.href)
                 report.packages += 1
                 report.bytes += entry.size
