@@ -103,6 +103,44 @@ class TreeReport:
                 f"{self.signatures} signatures")
 
 
+INODE_FACTS_XATTR = "user.releng.verified"
+
+
+class InodeFacts(VerifyCache):
+    """Facts verified about a file's content, kept in an extended attribute of its inode (``user.releng.verified``).
+
+    They travel with the inode: a package hard-linked from the previous compose carries what that compose's
+    sync verified (its checksum, its signature against a set of keys), so a no-op resync neither hashes nor
+    signature-checks it again. A fact holds while the file's size and mtime are the recorded ones (writing
+    the file changes its mtime; ctime cannot be used, linking changes it). rsync does not copy extended
+    attributes without ``-X`` (never used here), so nothing of it is staged or published. On a file system
+    without user extended attributes nothing is remembered and every check runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    @staticmethod
+    def _read(file: Path, st: os.stat_result) -> list[str]:
+        try:
+            size, mtime, facts = json.loads(os.getxattr(file, INODE_FACTS_XATTR))
+        except (OSError, ValueError, TypeError):
+            return []
+        return list(facts) if [size, mtime] == [st.st_size, st.st_mtime_ns] else []
+
+    def known(self, file: Path, st: os.stat_result, fact: str) -> bool:
+        return fact in self._read(file, st)
+
+    def remember(self, file: Path, st: os.stat_result, fact: str) -> None:
+        facts = self._read(file, st)
+        if fact in facts:
+            return
+        try:
+            os.setxattr(file, INODE_FACTS_XATTR, json.dumps([st.st_size, st.st_mtime_ns, [*facts, fact]]).encode())
+        except OSError:
+            pass  # no user xattrs here (or a read-only tree): the fact is checked again next time
+
+
 def _check_file(path: Path, size: int | None, checksum_type: str, checksum: str, checksums: bool,
                 cache: VerifyCache) -> tuple[str | None, int]:
     """None when the file matches, else why not, and the bytes hashed; FileNotFoundError when it is absent."""
