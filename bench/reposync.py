@@ -69,9 +69,7 @@ class Counter:
         if line.startswith("GET ") and ".rpm " in line:
             with self._lock:
                 self.rpm_gets += 1
-                path = line.split(" ", 2)[1]
-                if not path.startswith("/_blobs"):
-                    self.rpm_paths.append(path)
+                self.rpm_paths.append(line.split(" ", 2)[1])
 
     def flush(self) -> None:
         pass
@@ -82,6 +80,8 @@ def remote_server(root: Path, latency: float, log: Counter):
 
     class RemoteBuildSystem(BuildSystemServer):
         """The fixture server with a fixed delay before each request (one request per connection: HTTP/1.0)."""
+
+        request_queue_size = 128  # a real server's listen backlog; the default 5 drops connects of parallel clients
 
         def finish_request(self, request, client_address) -> None:
             time.sleep(latency)
@@ -164,7 +164,8 @@ def parallel_fetch(base_url: str, paths: list[str], dest: Path, connections: int
     config = dest / "urls.curl"
     config.write_text("".join(f'url = "{base_url}{p}"\noutput = "{dest}/{i}.rpm"\n' for i, p in enumerate(paths)))
     start = time.perf_counter()
-    subprocess.run(["curl", "--silent", "--show-error", "--fail", "--location", "--parallel", "--parallel-max",
+    subprocess.run(["curl", "--silent", "--no-progress-meter", "--show-error", "--fail", "--location", "--parallel",
+                    "--parallel-max",
                     str(connections), "--config", str(config)], check=True)
     return time.perf_counter() - start
 
@@ -184,7 +185,7 @@ def limit_main(args, profile, fixture, pool, work: Path) -> int:
             before = len(counter.rpm_paths)
             secs, results = dag_way(pool, profile, work / f"a{round_no}")
             dag_times.append(secs)
-            paths = counter.rpm_paths[before:]
+            paths = list(dict.fromkeys(counter.rpm_paths[before:]))  # the log names a redirected path twice
             packages = sum(r["downloaded"] for r in results)
             limit_times.append(parallel_fetch(server.url, paths, work / f"d{round_no}", args.connections))
             print(f"round {round_no + 1}: DAG sync {secs:.2f} s ({packages} packages), "

@@ -42,6 +42,7 @@ def test_a_linked_tree_is_not_hashed_again(tree, tmp_path):
     assert first.ok and first.packages and _packages_hashed(first) == first.bytes
 
     linked = tmp_path / "second" / "os"
+    linked.parent.mkdir()
     subprocess.run(["cp", "-al", str(tree), str(linked)], check=True)
     again = verify_repo(linked, cache=InodeFacts())
     assert again.ok and _packages_hashed(again) == 0
