@@ -238,6 +238,7 @@ def createrepo_runs(upstream: Path, work: Path, runs: int) -> tuple[list[float],
     from releng.core.updates.update_repodata import createrepo_update_argv
 
     tree = work / "AppStream-x86_64"
+    work.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-al", str(upstream), str(tree)], check=True)
     new_build(tree)
     comps = next((tree / "repodata").glob("*-comps.xml"))

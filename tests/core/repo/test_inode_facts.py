@@ -45,7 +45,7 @@ def test_a_linked_tree_is_not_hashed_again(tree, tmp_path):
     linked.parent.mkdir()
     subprocess.run(["cp", "-al", str(tree), str(linked)], check=True)
     again = verify_repo(linked, cache=InodeFacts())
-    assert again.ok and _packages_hashed(again) == 0
+    assert again.ok and again.bytes_hashed == 0  # packages and repodata are the same inodes: nothing is read
 
     without = verify_repo(linked)  # an empty VerifyCache hashes everything, as before
     assert without.ok and _packages_hashed(without) == without.bytes
