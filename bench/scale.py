@@ -223,9 +223,12 @@ def new_build(repo: Path) -> Path:
     """One new build of a package of ``repo``, written and signed like the fixture's."""
     from dev import scale
     from dev.rpmfile import RpmFile, RpmSpec, SigningKey, build_rpm
+    from releng.core.gpg import agent_session
 
-    secret = subprocess.run(["gpg", "--batch", "--export-secret-keys"], capture_output=True, check=True,
-                            env={**os.environ, "GNUPGHOME": str(scale.DEFAULT_ROOT / "gnupg")}).stdout
+    home = scale.DEFAULT_ROOT / "gnupg"
+    with agent_session(home):  # exporting a secret key starts an agent; stopped here
+        secret = subprocess.run(["gpg", "--batch", "--export-secret-keys"], capture_output=True, check=True,
+                                env={**os.environ, "GNUPGHOME": str(home)}).stdout
     spec = RpmSpec("scale-new-build", "1.0", "1.el9", "x86_64", "A new build", "One new build for the benchmark.",
                    [RpmFile(f"/usr/share/scale-new-build/file{i}", b"new\n") for i in range(50)],
                    buildtime=scale.BUILDTIME + 86400)
