@@ -136,7 +136,7 @@ class LoraxPodOperator(BaseOperator):
 
         from releng.core import lorax
 
-        extra = {"kubernetes_conn_id": self.kubernetes_conn_id} if self.kubernetes_conn_id else {}
+        extra: dict[str, Any] = {"kubernetes_conn_id": self.kubernetes_conn_id} if self.kubernetes_conn_id else {}
         return KubernetesPodOperator(
             task_id=self.task_id, name=self.name, namespace=self.namespace, image=self.image,
             cmds=list(lorax.POD_COMMAND), arguments=list(self.arguments), env_vars=dict(self.env_vars),
