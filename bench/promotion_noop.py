@@ -1,6 +1,7 @@
 """A promotion with nothing to change against one ``rsync --dry-run`` over the same trees.
 
     .venv/bin/python -m bench.promotion_noop [--entries 200000] [--runs 5] [--root /tmp/releng-bench-promotion]
+    .venv/bin/python -m bench.promotion_noop --scale [--runs 5]      # staging = the scale fixture's release
 
 Staging holds an el9 release directory (``9.7-RC1``) shaped like Rocky's: 10 repositories x 4 arches x
 (os, kickstart, debug), packages as empty rpm-named files in ``Packages/<letter>/``, and per tree real
@@ -15,6 +16,10 @@ lists), then every measured run finds nothing to change. Measured in one run, in
     phases, verification of every repomd.xml, the file lists.
 
 The ratio is (b) over (a) on the medians; a breakdown per step follows.
+
+With ``--scale`` staging holds the scale fixture's release instead (dev/scale.py: every repo of el9 on
+x86_64 and aarch64, os, kickstart, debug and source trees hard-linked from the fixture, real signed
+packages and createrepo_c repodata of a point release's size), under ``.stack/bench-promotion-scale``.
 """
 
 from __future__ import annotations
@@ -78,6 +83,26 @@ def make_staging(release_dir: Path, entries: int) -> int:
     return sum(len(d) + len(f) for _, d, f in os.walk(release_dir))
 
 
+def make_staging_from_scale(release_dir: Path) -> int:
+    """The staging release directory from the scale fixture's trees, in the compose's layout."""
+    from dev import scale
+    from releng.core.profile import load_profile
+
+    profile = load_profile(ROOT / "config" / "releases" / "el9.yaml")
+    arches = ["x86_64", "aarch64"]
+    fixture = scale.build(scale.DEFAULT_ROOT, profile, arches=arches, log=lambda m: print(m, file=sys.stderr))
+    for repo in profile.repos:
+        layout = {f"{arch}/{tree}": (arch, debug) for arch in profile.repo_arches(repo.id, arches)
+                  for tree, debug in (("os", False), ("kickstart", False), ("debug/tree", True))}
+        layout["source/tree"] = ("src", False)
+        for rel, (arch, debug) in layout.items():
+            dest = release_dir / repo.id / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src = fixture.repo_dir(profile.project_id, repo.id, arch, hashed=True, debug=debug)
+            subprocess.run(["cp", "-al", str(src), str(dest)], check=True)
+    return sum(len(d) + len(f) for _, d, f in os.walk(release_dir))
+
+
 def environment(root: Path) -> dict[str, str]:
     return {**os.environ, "RELENG_STAGING_ROOT": str(root / "staging"),
             "RELENG_PRODUCTION_ROOT": str(root / "production"),
@@ -138,16 +163,16 @@ def dry_run(staging: Path, production: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def prepare(root: Path, entries: int) -> int:
+def prepare(root: Path, entries: int, from_scale: bool = False) -> int:
     staging = root / "staging" / "mirror" / "pub" / "rocky" / "9.7-RC1"
     marker = root / "bench.json"
-    want = {"entries": entries, "shape": SHAPE_VERSION}
+    want = {"entries": "scale" if from_scale else entries, "shape": SHAPE_VERSION}
     if marker.is_file() and json.loads(marker.read_text())["want"] == want:
         return json.loads(marker.read_text())["count"]
     if root.exists():
         subprocess.run(["rm", "-rf", str(root)], check=True)
     start = time.monotonic()
-    count = make_staging(staging, entries)
+    count = make_staging_from_scale(staging) if from_scale else make_staging(staging, entries)
     (root / "production").mkdir(parents=True)
     wall, _, first = promote(root, "bench-first-promotion")
     assert first["changes"] == count + 1, first  # every entry and the release directory itself
@@ -161,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--root", type=Path, default=Path("/tmp/releng-bench-promotion"))
+    parser.add_argument("--root", type=Path, help="default: /tmp/releng-bench-promotion, "
+                        "with --scale .stack/bench-promotion-scale")
+    parser.add_argument("--scale", action="store_true", help="staging holds the scale fixture's release")
     args = parser.parse_args(argv)
-    count = prepare(args.root, args.entries)
+    args.root = args.root or (ROOT / ".stack" / "bench-promotion-scale" if args.scale
+                              else Path("/tmp/releng-bench-promotion"))
+    count = prepare(args.root, args.entries, args.scale)
     staging = args.root / "staging" / "mirror" / "pub" / "rocky" / "9.7-RC1"
     production = args.root / "production" / "mirror" / "pub" / "rocky" / "9.7"
     dry_run(staging, production)  # warm caches
@@ -177,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(info["steps"])
     med = statistics.median(w for w, _ in base)
     med_cpu = statistics.median(c for _, c in base)
-    print(f"\nPromotion with nothing to change, {count:,} entries per tree ({info['repos']} repositories), "
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"\nPromotion with nothing to change, {count:,} entries per tree ({info['repos']} repositories; "
+          f"load {os.getloadavg()[0]:.1f}; peak RSS of the children {rss:.0f} MiB), "
           f"{args.runs} runs each, interleaved\n")
     print("| command | median s | min s | max s | ratio (median) | CPU s (median) | CPU ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")

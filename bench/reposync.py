@@ -62,12 +62,14 @@ class Counter:
 
     def __init__(self):
         self.rpm_gets = 0
+        self.rpm_paths: list[str] = []  # the package URLs asked for (not the blob redirect targets)
         self._lock = threading.Lock()
 
     def write(self, line: str) -> None:
         if line.startswith("GET ") and ".rpm " in line:
             with self._lock:
                 self.rpm_gets += 1
+                self.rpm_paths.append(line.split(" ", 2)[1])
 
     def flush(self) -> None:
         pass
@@ -79,6 +81,8 @@ def remote_server(root: Path, latency: float, log: Counter):
     class RemoteBuildSystem(BuildSystemServer):
         """The fixture server with a fixed delay before each request (one request per connection: HTTP/1.0)."""
 
+        request_queue_size = 128  # a real server's listen backlog; the default 5 drops connects of parallel clients
+
         def finish_request(self, request, client_address) -> None:
             time.sleep(latency)
             super().finish_request(request, client_address)
@@ -87,9 +91,13 @@ def remote_server(root: Path, latency: float, log: Counter):
 
 
 def _warm() -> None:
-    """Import what a sync needs before the clock starts."""
+    """Import what a sync needs before the clock starts (and apply ``--dnf-parallel``)."""
     import releng.core.compose.sync_repos
     import releng.hooks.buildsystem  # noqa: F401
+    from releng.core import dnf
+
+    if os.environ.get("BENCH_DNF_PARALLEL"):
+        dnf.MAX_PARALLEL_DOWNLOADS = int(os.environ["BENCH_DNF_PARALLEL"])
 
 
 def _one_task(release: str, repo: str, arch: str, work: Path, previous: Path | None) -> dict:
@@ -150,6 +158,66 @@ def empanadas_way(profile, site, work: Path, arches_together: bool) -> float:
     return time.perf_counter() - start
 
 
+def parallel_fetch(base_url: str, paths: list[str], dest: Path, connections: int) -> float:
+    """The download limit: the same package URLs with ``curl --parallel`` (redirects followed), nothing else."""
+    dest.mkdir(parents=True)
+    config = dest / "urls.curl"
+    config.write_text("".join(f'url = "{base_url}{p}"\noutput = "{dest}/{i}.rpm"\n' for i, p in enumerate(paths)))
+    start = time.perf_counter()
+    subprocess.run(["curl", "--silent", "--no-progress-meter", "--show-error", "--fail", "--location", "--parallel",
+                    "--parallel-max",
+                    str(connections), "--config", str(config)], check=True)
+    return time.perf_counter() - start
+
+
+def limit_main(args, profile, fixture, pool, work: Path) -> int:
+    """(a) the DAG's sync against (d) the same package URLs fetched with N parallel connections, alternating."""
+    counter = Counter()
+    server = remote_server(fixture.root, args.latency_ms / 1000, counter)
+    os.environ["RELENG_PERIDOT_URL"] = f"{server.url}/v1/projects"
+    from releng.core.settings import settings
+
+    settings.cache_clear()
+    dag_times, limit_times, packages = [], [], 0
+    try:
+        list(pool.map(time.sleep, [0.5] * args.workers))
+        for round_no in range(args.rounds):
+            before = len(counter.rpm_paths)
+            secs, results = dag_way(pool, profile, work / f"a{round_no}")
+            dag_times.append(secs)
+            paths = list(dict.fromkeys(counter.rpm_paths[before:]))  # the log names a redirected path twice
+            packages = sum(r["downloaded"] for r in results)
+            limit_times.append(parallel_fetch(server.url, paths, work / f"d{round_no}", args.connections))
+            print(f"round {round_no + 1}: DAG sync {secs:.2f} s ({packages} packages), "
+                  f"curl --parallel {args.connections}: {limit_times[-1]:.2f} s ({len(paths)} URLs)", file=sys.stderr)
+            shutil.rmtree(work / f"a{round_no}", ignore_errors=True)
+            shutil.rmtree(work / f"d{round_no}", ignore_errors=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    import statistics
+
+    dag, limit = statistics.median(dag_times), statistics.median(limit_times)
+    ratio = dag / limit
+    print(f"\n### Reposync against the download limit: {packages} packages, {args.latency_ms:g} ms per answer, "
+          f"{args.rounds} alternating rounds, load {os.getloadavg()[0]:.1f}\n")
+    print("| run | median s | min s | max s |")
+    print("|---|---:|---:|---:|")
+    print(f"| (d) the same package URLs, `curl --parallel --parallel-max {args.connections}` | {limit:.2f} | "
+          f"{min(limit_times):.2f} | {max(limit_times):.2f} |")
+    print(f"| (a) the DAG's sync_repos, {args.workers} at once (pool), dnf max_parallel_downloads "
+          f"{_dnf_parallel()} each, signatures and verification included | {dag:.2f} | {min(dag_times):.2f} | "
+          f"{max(dag_times):.2f} |")
+    print(f"\n(a) / (d) = **{ratio:.2f}x** (target ≤ 1.5x: {'met' if ratio <= 1.5 else 'MISSED'})")
+    return 0 if ratio <= 1.5 else 1
+
+
+def _dnf_parallel() -> int:
+    from releng.core import dnf
+
+    return int(os.environ.get("BENCH_DNF_PARALLEL") or dnf.MAX_PARALLEL_DOWNLOADS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.reposync", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     pools = json.loads((ROOT / "config" / "pools.json").read_text())
     parser.add_argument("--workers", type=int, default=pools["reposync"]["slots"],
                         help="parallel syncs (default: the reposync pool's slots)")
+    parser.add_argument("--limit", action="store_true",
+                        help="only (a) against the download limit (d): curl --parallel on the same URLs")
+    parser.add_argument("--connections", type=int, default=32, help="parallel connections of (d)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (d) with --limit")
+    parser.add_argument("--dnf-parallel", type=int, help="dnf's max_parallel_downloads for (a) (default: the code's)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("AIRFLOW_HOME", str(BENCH / "airflow-home"))
@@ -169,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     fixture = buildsystem.build(BENCH / f"buildsystem-{args.packages_per_repo}", [profile],
                                 extra_packages=args.packages_per_repo, log=lambda m: print(m, file=sys.stderr))
     print(f"fixture ready in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    if args.dnf_parallel:
+        os.environ["BENCH_DNF_PARALLEL"] = str(args.dnf_parallel)
+    if args.limit:
+        os.environ.update({"RELENG_CONFIG_DIR": str(BENCH / "config"), "RELENG_GPG_KEY_DIR": str(fixture.key_dir)})
+        work = Path(tempfile.mkdtemp(prefix="bench-reposync-limit-", dir=BENCH))
+        pool = ProcessPoolExecutor(args.workers, initializer=_warm)
+        try:
+            return limit_main(args, profile, fixture, pool, work)
+        finally:
+            pool.shutdown()
+            shutil.rmtree(work, ignore_errors=True)
     counter = Counter()
     server = remote_server(fixture.root, args.latency_ms / 1000, counter)
     os.environ.update({"RELENG_CONFIG_DIR": str(BENCH / "config"), "RELENG_GPG_KEY_DIR": str(fixture.key_dir),

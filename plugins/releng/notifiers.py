@@ -15,12 +15,10 @@ message; a notification never fails the task it reports on (:func:`send` and :fu
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, Context
 
 from releng.core import notify
@@ -65,18 +63,6 @@ class WebhookNotifier(BaseNotifier):
         await asyncio.to_thread(self.notify, context)
 
 
-class EmailNotifier(SmtpNotifier):
-    """The smtp provider's SmtpNotifier with a finished message: plain-text body in HTML ``<pre>``, no templating."""
-
-    template_fields: tuple[str, ...] = ()  # type: ignore[assignment]  # report text may hold braces: sent as is
-
-    def __init__(self, *, to: tuple[str, ...], message: notify.Message, smtp_conn_id: str, from_email: str = "",
-                 **kwargs) -> None:
-        super().__init__(to=list(to), from_email=from_email or None, subject=message.subject,
-                         html_content=f"<pre>{html.escape(message.body)}</pre>", smtp_conn_id=smtp_conn_id,
-                         custom_headers={"X-Releng-Event": message.event}, **kwargs)
-
-
 def targets(cfg: Settings, message: notify.Message) -> list[BaseNotifier]:
     """The notifiers the settings name for the message's audience (empty: nobody is told)."""
     out: list[BaseNotifier] = []
@@ -84,6 +70,8 @@ def targets(cfg: Settings, message: notify.Message) -> list[BaseNotifier]:
     if message.audience == notify.APPROVERS and cfg.notify_approvers_email:
         emails = cfg.notify_approvers_email
     if emails:
+        from releng.email_notifier import EmailNotifier  # the smtp provider only when a mail is sent
+
         out.append(EmailNotifier(to=emails, message=message, smtp_conn_id=cfg.smtp_conn_id,
                                  from_email=cfg.notify_from))
     if cfg.notify_webhook:

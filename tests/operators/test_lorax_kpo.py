@@ -1,7 +1,8 @@
 """Lorax through Kubernetes without a cluster.
 
 1. The rendered pod per arch: the mapped task from ``lorax_task`` is unmapped with each arch's
-   kwargs and ``build_pod_request_obj(dry_run=True)`` builds exactly what a worker would send.
+   kwargs, its KubernetesPodOperator built as the task builds it when it runs, and
+   ``build_pod_request_obj(dry_run=True)`` builds exactly what a worker would send.
 2. The real KubernetesPodOperator with the real kubernetes client against the in-process fake
    API server (tests/fakes/fake_k8s.py), including the XCom: KPO execs ``cat
    /airflow/xcom/return.json`` in the ``airflow-xcom-sidecar`` over a websocket, which the fake
@@ -77,7 +78,8 @@ def unmapped(dag, item: dict):
 @pytest.mark.parametrize("arch", list(KUBE_ARCH)[:4])
 def test_rendered_pod_per_arch(dag, arch):
     op = unmapped(dag, {"arch": arch, "summary": SUMMARY})
-    pod = op.build_pod_request_obj(dry_run=True)
+    kpo = op.pod_operator()  # what the task runs: the provider's operator, built when it executes
+    pod = kpo.build_pod_request_obj(dry_run=True)
     c = pod.spec.containers[0]
     env = {e.name: e.value for e in c.env}
 
@@ -104,7 +106,7 @@ def test_rendered_pod_per_arch(dag, arch):
     assert [(m.name, m.mount_path) for m in c.volume_mounts if m.name == "builddir"] == [("builddir", "/builddir")]
     assert SIDECAR in [s.name for s in pod.spec.containers]  # do_xcom_push
     assert op.render_template(op.map_index_template, {"task": op}) == arch
-    assert op.on_finish_action.value == "delete_succeeded_pod" and op.startup_timeout_seconds >= 600
+    assert kpo.on_finish_action.value == "delete_succeeded_pod" and kpo.startup_timeout_seconds >= 600
     manifest = yaml.safe_dump(prune_dict(ApiClient().sanitize_for_serialization(pod), mode="strict"))
     assert "LORAX_BUILD_SH" in manifest and "lorax-s3-credentials" in manifest
 

@@ -184,7 +184,7 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     op = _approval(assigned_users=[{"id": "approver", "name": "approver"}])
     event = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": {"id": "admin",
              "name": "admin"}, "responded_at": datetime(2026, 1, 2, tzinfo=UTC)}
-    ops.approval.approval_request(_state(staged), "r1", "0190")  # what execute() wrote when it asked
+    approval.approval_request(_state(staged), "r1", "0190")  # what execute() wrote when it asked
     ti = SimpleNamespace(id="0190", try_number=1, **{"xcom_push": FakeTi({}).xcom_push, "pushed": {}})
     with pytest.raises(AirflowFailException, match="'admin', who is not in RELENG_APPROVERS"):
         op.execute_complete({**_ctx("r1", ti), "task": op}, event)
@@ -197,7 +197,7 @@ def test_approval_stores_airflows_answer_and_refuses_a_non_approver(staged, monk
     ti.id, ti.try_number = "0191", 1
     with pytest.raises(AirflowFailException, match="no longer matches this run's report"):
         op.execute_complete({**_ctx("r1", ti), "task": op}, event)  # not the task instance that asked
-    ops.approval.approval_request(_state(staged), "r1", "0191")
+    approval.approval_request(_state(staged), "r1", "0191")
     op.execute_complete({**_ctx("r1", ti), "task": op}, event)
     decision = approval.load_decision(_state(staged), "r1")
     assert decision["choice"] == "Approve" and decision["decided_by"] == {"id": "approver", "name": "approver"}

@@ -91,6 +91,11 @@ def dnf_env() -> dict[str, str]:
     return env
 
 
+# Downloads dnf runs at once per reposync (dnf's default is 3, its maximum 20). With the reposync pool's 4
+# slots that is at most 40 connections to the build system; bench/reposync.py --limit measures the choice.
+MAX_PARALLEL_DOWNLOADS = 10
+
+
 def dnf_config(ws: DnfWorkspace, repos: Iterable[DnfRepo], gpg_keys: Sequence[Path], *,
                gpgcheck: bool = True, repo_gpgcheck: bool | None = None) -> str:
     """The hermetic dnf.conf text with the repo sections inline (``repo_gpgcheck`` defaults to ``gpgcheck``)."""
@@ -109,6 +114,7 @@ def dnf_config(ws: DnfWorkspace, repos: Iterable[DnfRepo], gpg_keys: Sequence[Pa
         "install_weak_deps=False",
         "metadata_expire=0",
         "retries=3",
+        f"max_parallel_downloads={MAX_PARALLEL_DOWNLOADS}",
         "",
     ]
     keys = " ".join(f"file://{Path(k).resolve()}" for k in gpg_keys)

@@ -8,8 +8,6 @@ from pathlib import Path
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose.build_dvd_iso import IsoInputError, build_dvd
-from releng.core.layout import LayoutError
 from releng.operators.common import as_bool, resolve_compose
 
 
@@ -45,6 +43,8 @@ class BuildDvdIsoOperator(BaseOperator):
         self.lorax_tree = lorax_tree
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.build_dvd_iso import IsoInputError, build_dvd
+        from releng.core.layout import LayoutError
         layout = resolve_compose(self.summary, self.release, self.compose)
         rc = self.rc if self.rc is not None else (self.summary or {}).get("rc", False)
         rc = as_bool(rc, "rc")

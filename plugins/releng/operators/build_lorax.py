@@ -23,16 +23,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from releng.core import lorax
-from releng.core.layout import ComposeLayout
 from releng.core.settings import Settings, settings
 from releng.hooks.s3 import s3_hook
 from releng.operators.common import load_release
+
+if TYPE_CHECKING:
+    from releng.core import lorax
+    from releng.core.layout import ComposeLayout
 
 # A lorax image is several GB: a fresh node needs minutes to pull it.
 POD_STARTUP_TIMEOUT = 900
@@ -40,6 +42,8 @@ POD_STARTUP_TIMEOUT = 900
 
 def job_for(item: dict) -> tuple[lorax.LoraxJob, ComposeLayout]:
     """The lorax job of one planned arch: ``{"arch", "summary": {release, compose_root, compose_id, rc, hashed}}``."""
+    from releng.core import lorax
+    from releng.core.layout import ComposeLayout
     summary = item["summary"]
     s = settings()
     profile = load_release(summary["release"])
@@ -55,6 +59,7 @@ def job_for(item: dict) -> tuple[lorax.LoraxJob, ComposeLayout]:
 
 def lorax_pod_kwargs(item: dict) -> dict:
     """``.map()`` callable: one planned arch -> the KubernetesPodOperator kwargs of its pod."""
+    from releng.core import lorax
     job, layout = job_for(item)
     return lorax.pod_kwargs(job, layout.profile.major, lorax.script_files())
 
@@ -67,32 +72,9 @@ def lorax_local_kwargs(item: dict) -> dict:
 
 
 def pod_partial_kwargs(s: Settings) -> dict[str, Any]:
-    """KubernetesPodOperator arguments shared by every arch's pod (image, resources, secret, XCom)."""
-    from airflow.providers.cncf.kubernetes.secret import Secret
-    from kubernetes.client import models as k8s
-
-    return {
-        "namespace": s.lorax_namespace,
-        "image": s.lorax_image,
-        "cmds": list(lorax.POD_COMMAND),
-        # The secret's keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_ENDPOINT_URL]) become env vars.
-        "secrets": [Secret("env", None, s.lorax_s3_secret)],
-        "container_resources": k8s.V1ResourceRequirements(
-            requests={"cpu": s.lorax_cpu, "memory": s.lorax_memory}, limits={"memory": s.lorax_memory}),
-        # lorax loop-mounts images and runs mock-like chroots.
-        "container_security_context": {"privileged": True},
-        "volumes": [k8s.V1Volume(name="builddir", empty_dir=k8s.V1EmptyDirVolumeSource())],
-        "volume_mounts": [k8s.V1VolumeMount(name="builddir", mount_path=lorax.POD_WORK_DIR)],
-        "do_xcom_push": True,
-        "on_finish_action": "delete_succeeded_pod",
-        "startup_timeout_seconds": POD_STARTUP_TIMEOUT,
-        "get_logs": True,
-        # A failed pod's last log lines become its termination message, which the task error shows.
-        "termination_message_policy": "FallbackToLogsOnError",
-        # The pod spec carries the script text; the error should show the log tail, not the spec.
-        "log_pod_spec_on_failure": False,
-        "map_index_template": "{{ task.labels['compose-arch'] }}",
-    }
+    """LoraxPodOperator arguments shared by every arch's pod (image, namespace, resources, secret), plain values."""
+    return {"namespace": s.lorax_namespace, "image": s.lorax_image, "s3_secret": s.lorax_s3_secret,
+            "cpu": s.lorax_cpu, "memory": s.lorax_memory}
 
 
 def lorax_task(items, *, task_id: str = "build_lorax", site: Settings | None = None, **partial_kwargs):
@@ -105,13 +87,82 @@ def lorax_task(items, *, task_id: str = "build_lorax", site: Settings | None = N
     """
     s = site or settings()
     if s.lorax_backend == "kubernetes":
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-        return KubernetesPodOperator.partial(task_id=task_id, **pod_partial_kwargs(s), **partial_kwargs) \
+        return LoraxPodOperator.partial(task_id=task_id, map_index_template="{{ task.labels['compose-arch'] }}",
+                                        **pod_partial_kwargs(s), **partial_kwargs) \
             .expand_kwargs(items.map(lorax_pod_kwargs))
     return LoraxLocalOperator.partial(task_id=task_id, aws_conn_id=s.s3_conn_id,
                                       map_index_template="{{ task.arch }}", **partial_kwargs) \
         .expand_kwargs(items.map(lorax_local_kwargs))
+
+
+class LoraxPodOperator(BaseOperator):
+    """Build one arch's lorax tarball in a Kubernetes pod (the provider's KubernetesPodOperator) and return its XCom.
+
+    The cncf.kubernetes provider and the kubernetes client are imported when the task runs, not when
+    ``full_compose`` is parsed (they were most of its parse time): this operator holds plain values and
+    builds the KubernetesPodOperator in :meth:`pod_operator`.
+
+    :param name: pod name (``releng.core.lorax.pod_name``)
+    :param arguments: lorax options, the pod command's arguments
+    :param env_vars: the build script's environment (job settings and the script files)
+    :param node_selector: the arch's node selector
+    :param labels: pod labels (``compose-arch`` names the arch in the UI)
+    :param namespace: Kubernetes namespace of the pod
+    :param image: lorax image
+    :param s3_secret: Kubernetes secret whose keys become the pod's S3 credentials
+    :param cpu: CPU request
+    :param memory: memory request and limit
+    :param kubernetes_conn_id: Airflow Kubernetes connection (the provider's default when unset)
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#e8f0fe"
+
+    def __init__(self, *, name: str, arguments: list[str], env_vars: dict[str, str], node_selector: dict[str, str],
+                 labels: dict[str, str], namespace: str, image: str, s3_secret: str, cpu: str, memory: str,
+                 kubernetes_conn_id: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.name, self.arguments, self.env_vars = name, arguments, env_vars
+        self.node_selector, self.labels = node_selector, labels
+        self.namespace, self.image, self.s3_secret, self.cpu, self.memory = namespace, image, s3_secret, cpu, memory
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self._pod_operator: Any = None
+
+    def pod_operator(self) -> Any:
+        """The KubernetesPodOperator of this arch's pod (same task id; not attached to the DAG)."""
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+        from airflow.providers.cncf.kubernetes.secret import Secret
+        from kubernetes.client import models as k8s
+
+        from releng.core import lorax
+
+        extra: dict[str, Any] = {"kubernetes_conn_id": self.kubernetes_conn_id} if self.kubernetes_conn_id else {}
+        return KubernetesPodOperator(
+            task_id=self.task_id, name=self.name, namespace=self.namespace, image=self.image,
+            cmds=list(lorax.POD_COMMAND), arguments=list(self.arguments), env_vars=dict(self.env_vars),
+            node_selector=dict(self.node_selector), labels=dict(self.labels),
+            # The secret's keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_ENDPOINT_URL]) become env vars.
+            secrets=[Secret("env", None, self.s3_secret)],
+            container_resources=k8s.V1ResourceRequirements(
+                requests={"cpu": self.cpu, "memory": self.memory}, limits={"memory": self.memory}),
+            # lorax loop-mounts images and runs mock-like chroots.
+            container_security_context={"privileged": True},
+            volumes=[k8s.V1Volume(name="builddir", empty_dir=k8s.V1EmptyDirVolumeSource())],
+            volume_mounts=[k8s.V1VolumeMount(name="builddir", mount_path=lorax.POD_WORK_DIR)],
+            do_xcom_push=True, on_finish_action="delete_succeeded_pod", startup_timeout_seconds=POD_STARTUP_TIMEOUT,
+            get_logs=True,
+            # A failed pod's last log lines become its termination message, which the task error shows.
+            termination_message_policy="FallbackToLogsOnError",
+            # The pod spec carries the script text; the error should show the log tail, not the spec.
+            log_pod_spec_on_failure=False, retries=self.retries, **extra)
+
+    def execute(self, context: Context) -> Any:
+        self._pod_operator = self.pod_operator()
+        return self._pod_operator.execute(context)
+
+    def on_kill(self) -> None:
+        if self._pod_operator is not None:
+            self._pod_operator.on_kill()
 
 
 class LoraxLocalOperator(BaseOperator):
@@ -149,6 +200,7 @@ class LoraxLocalOperator(BaseOperator):
         self._proc: subprocess.Popen | None = None
 
     def execute(self, context: Context) -> dict:
+        from releng.core import lorax
         job = lorax.LoraxJob(self.arch, self.revision, tuple(self.options), self.bucket, self.key, tuple(self.removes))
         work = Path(tempfile.mkdtemp(prefix=f"lorax-{self.arch}-", dir=self.work_root))
         env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "LORAX_"))}

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose.prepare_compose import compose_layout
-from releng.core.layout import ComposeLayout, LayoutError
 from releng.core.profile import ProfileError, ReleaseProfile, find_profile
 from releng.core.settings import Settings, SettingsError, settings
+
+if TYPE_CHECKING:
+    from releng.core.layout import ComposeLayout
 
 
 def site_settings() -> Settings:
@@ -47,6 +48,8 @@ def as_bool(value: Any, what: str) -> bool:
 
 def resolve_compose(summary: Mapping | None, release: str | None, compose: str | None) -> ComposeLayout:
     """The compose's layout from a prepare_compose summary or from (release, compose id or top dir)."""
+    from releng.core.compose.prepare_compose import compose_layout
+    from releng.core.layout import LayoutError
     if summary:
         release = release or summary.get("release")
         compose = compose or summary.get("top") or summary.get("compose_id")

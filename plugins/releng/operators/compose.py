@@ -9,20 +9,18 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose import finalize_compose, prepare_compose
-from releng.core.compose import status as compose_status
-from releng.core.compose.deploy_extra_files import ExtraFilesError, deploy_extra_files
-from releng.core.compose.prepare_compose import ComposeSummary
-from releng.core.layout import ComposeLayout, compose_timestamp
 from releng.core.settings import settings
-from releng.core.staging.signing import SigningError
-from releng.core.torrents import TorrentSettings
 from releng.operators.common import SummaryOperator, WorkListOperator, load_release
 from releng.operators.staging import require_lease
+
+if TYPE_CHECKING:
+    from releng.core.compose import finalize_compose, prepare_compose
+    from releng.core.layout import ComposeLayout
 
 log = logging.getLogger(__name__)
 PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
@@ -30,6 +28,7 @@ PLAN_KINDS = ("reposync", "kickstart", "repoclosure", "lorax", "dvd", "cloud")
 
 def layout_of(summary: Mapping) -> ComposeLayout:
     """The ComposeLayout a prepare_compose summary describes."""
+    from releng.core.layout import ComposeLayout
     return ComposeLayout(load_release(summary["release"]), Path(summary["compose_root"]), summary["compose_id"])
 
 
@@ -45,6 +44,8 @@ class PrepareComposeOperator(BaseOperator):
     ui_color = "#e8f4ea"
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose import prepare_compose
+        from releng.core.layout import compose_timestamp
         params = dict(context["params"])
         profile = load_release(params.get("release", ""))
         dag_run = context["dag_run"]
@@ -70,6 +71,8 @@ def refusal(exc: prepare_compose.ComposeParamsError) -> str:
 
 def plan_items(summary: Mapping, kind: str) -> list[dict]:
     """One work list of the compose (``PLAN_KINDS``), each item carrying the summary."""
+    from releng.core.compose import prepare_compose
+    from releng.core.compose.prepare_compose import ComposeSummary
     params = ComposeSummary.from_xcom(summary).params
     profile = load_release(summary["release"])
     plan = prepare_compose.plan_compose(profile, params)
@@ -84,6 +87,7 @@ def reopen_compose(context: Context, prepare_task_id: str) -> None:
 
     finalize_compose decides the status again; a failure here fails the task before it writes anything.
     """
+    from releng.core.compose import status as compose_status
     summary = context["ti"].xcom_pull(task_ids=prepare_task_id)
     if not summary:
         return
@@ -117,6 +121,7 @@ class PlanWorkOperator(WorkListOperator):
 
 def reposync_kwargs(item: dict) -> dict:
     """sync_repos: ``{"repo", "arch", "kind", "summary"}`` -> SyncReposOperator kwargs."""
+    from releng.core.layout import ComposeLayout
     summary = item["summary"]
     layout = layout_of(summary)
     repo, arch, kind = item["repo"], item["arch"], item["kind"]
@@ -140,6 +145,8 @@ def repoclosure_kwargs(item: dict) -> dict:
 
 def distribution() -> finalize_compose.Distribution:
     """Torrents and CHECKSUM signing as the site settings say."""
+    from releng.core.compose import finalize_compose
+    from releng.core.torrents import TorrentSettings
     s = settings()
     return finalize_compose.Distribution(
         TorrentSettings(s.download_url, s.torrent_trackers, s.torrent_piece_size),
@@ -171,6 +178,10 @@ class FinalizeComposeOperator(SummaryOperator):
         return self._watched or tuple(sorted(self.upstream_task_ids))
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose import finalize_compose
+        from releng.core.compose.prepare_compose import ComposeSummary
+        from releng.core.staging.signing import SigningError
+
         if not self.summary:
             # Airflow decides the run's state by its last tasks, so this task fails with the run rather than
             # skip (which would turn the run green); it only points at the cause.
@@ -253,6 +264,7 @@ class DeployExtraFilesOperator(SummaryOperator):
     """
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.deploy_extra_files import ExtraFilesError, deploy_extra_files
         layout = layout_of(self.require_summary())
         try:
             result = deploy_extra_files(layout, settings().extra_files_git)

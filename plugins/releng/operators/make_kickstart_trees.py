@@ -5,7 +5,6 @@ from __future__ import annotations
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose.make_kickstart_trees import KickstartTreeError, make_kickstart_trees
 from releng.operators.compose import layout_of
 
 
@@ -24,6 +23,7 @@ class MakeKickstartTreesOperator(BaseOperator):
         self.repo, self.arch, self.summary = repo, arch, summary
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.make_kickstart_trees import KickstartTreeError, make_kickstart_trees
         try:
             result = make_kickstart_trees(layout_of(self.summary), self.repo, self.arch, log=self.log.info)
         except KickstartTreeError as exc:

@@ -89,6 +89,7 @@ class PromotionReportOperator(BaseOperator):
         self.allow_large_delete = allow_large_delete
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion.base import PromotionError
         params = context["params"]
         dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
@@ -112,6 +113,7 @@ class PromotionReportOperator(BaseOperator):
     def _refuse_unpromotable(self, context: Context) -> None:
         """A beta or lookahead release is refused before the lease is taken and before any tree is read: failed
         when a person asked for it, skipped (nothing to do) when its own staging event started the run."""
+        from releng.core.promotion.base import PromotionError
         events = [] if self.release else _staging_event_extras(context)
         try:
             release, _rc, _events = choose_release(self.release, self.rc, context["params"], events)
@@ -158,6 +160,9 @@ class PromotionApprovalOperator(ApprovalOperator):
     """
 
     def execute(self, context: Context):
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         try:
             record = approval.approval_request(state_dir(settings()), context["run_id"], str(context["ti"].id))
         except approval.NothingToApprove as exc:
@@ -181,6 +186,9 @@ class PromotionApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         ti = context["ti"]
         cfg = settings()
         try:
@@ -306,6 +314,9 @@ class _AfterApprovalOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         cfg = settings()
         action = self.action(cfg)
         if self.uses_staging or self.step_name() in PHASES:  # after the approval check, the staging lease
@@ -349,9 +360,11 @@ class VerifyProductionOperator(_AfterApprovalOperator):
     """Check every repomd.xml of the promoted release: named files exist with their checksums, signatures verify."""
 
     def step_name(self) -> str:
+        from releng.core.promotion import approval
         return approval.VERIFY_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion.target import PromotionTarget
         return lambda record: verify_production.verify_production(PromotionTarget.from_dict(record), cfg,
                                                                   log=self.log.info)
 
@@ -360,9 +373,11 @@ class UpdateFileListsOperator(_AfterApprovalOperator):
     """Regenerate ``fullfilelist`` and ``fullfiletimelist-<category>`` for the production category."""
 
     def step_name(self) -> str:
+        from releng.core.promotion import approval
         return approval.FILE_LISTS_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion.target import PromotionTarget
         return lambda record: update_file_lists.update_file_lists(PromotionTarget.from_dict(record),
                                                                   log=self.log.info)
 
@@ -376,6 +391,9 @@ class RecordPromotionOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         try:
             closed = approval.record_promotion(state_dir(settings()), context["run_id"], context["dag"].dag_id)
         except PromotionError as exc:
@@ -405,6 +423,9 @@ class MirrorHandoffOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import approval
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         cfg = settings()
         if not cfg.mirror_handoff_argv and not cfg.mirror_handoff_url:
             raise AirflowSkipException("no mirror hand-off configured (RELENG_MIRROR_HANDOFF_COMMAND and "

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose.pull_cloud_images import CloudImageError, pull_cloud_images
 from releng.core.settings import settings
 from releng.hooks.s3 import s3_hook
 from releng.operators.common import resolve_compose
@@ -47,6 +46,7 @@ class PullCloudImagesOperator(BaseOperator):
         self.bucket = bucket
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.pull_cloud_images import CloudImageError, pull_cloud_images
         layout = resolve_compose(self.summary, self.release, self.compose)
         bucket = self.bucket or settings().s3_bucket
         try:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.compose.pull_unpack_tree import UnpackInputError, pull_unpack_tree
-from releng.core.layout import ComposeLayout, LayoutError
 from releng.core.settings import settings
 from releng.hooks.s3 import s3_hook
 from releng.operators.common import load_release
+
+if TYPE_CHECKING:
+    from releng.core.layout import ComposeLayout
 
 
 def pull_unpack_kwargs(pair: tuple[dict, dict]) -> dict:
@@ -74,6 +76,7 @@ class PullUnpackTreeOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.pull_unpack_tree import UnpackInputError, pull_unpack_tree
         s = settings()
         layout = self._layout()
         try:
@@ -84,6 +87,7 @@ class PullUnpackTreeOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from None
 
     def _layout(self) -> ComposeLayout:
+        from releng.core.layout import ComposeLayout, LayoutError
         s = settings()
         profile = load_release(self.release)
         try:

@@ -7,8 +7,6 @@ from pathlib import Path
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from releng.core.compose.repoclosure import ClosureError, ClosureRefused, repoclosure
-from releng.core.run import ToolError
 from releng.operators.common import load_release
 
 
@@ -35,6 +33,8 @@ class RepoclosureOperator(BaseOperator):
         self.work_dir = str(work_dir)
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.repoclosure import ClosureError, ClosureRefused, repoclosure
+        from releng.core.run import ToolError
         profile = load_release(self.release)
         try:
             result = repoclosure(profile, self.repo, self.arch, compose_dir=self.compose_dir, work_dir=self.work_dir,

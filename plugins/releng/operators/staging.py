@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from releng.core.staging import lease
 from releng.operators.common import site_settings
+
+if TYPE_CHECKING:
+    from releng.core.staging import lease
 
 RUNNING_STATES = {"queued", "running"}
 
@@ -42,6 +45,7 @@ def run_still_running(log: Callable[..., None]) -> Callable[[lease.Holder], bool
 
 def acquire(context: Context, purpose: str, log, staging_root: Path | None = None) -> lease.Attempt:
     """One try at the lease for this task's run; logs a take-over of a lease left by an ended run."""
+    from releng.core.staging import lease
     dag_id, run_id = run_of(context)
     root = staging_root or site_settings().staging_root
     attempt = lease.try_acquire(root, lease.Holder(dag_id, run_id, purpose), run_still_running(log.warning))
@@ -53,6 +57,7 @@ def acquire(context: Context, purpose: str, log, staging_root: Path | None = Non
 
 def require_lease(context: Context, what: str, staging_root: Path | None = None) -> None:
     """Fail the task unless its run holds the staging lease (a task cleared by itself after the lease went)."""
+    from releng.core.staging import lease
     dag_id, run_id = run_of(context)
     try:
         lease.require(staging_root or site_settings().staging_root, dag_id, run_id, what)
@@ -62,6 +67,7 @@ def require_lease(context: Context, what: str, staging_root: Path | None = None)
 
 def give_back(context: Context, log, staging_root: Path | None = None) -> None:
     """Release the staging lease if this task's run holds it, and log who holds it afterwards."""
+    from releng.core.staging import lease
     dag_id, run_id = run_of(context)
     after = lease.release(staging_root or site_settings().staging_root, dag_id, run_id)
     if after is None:

@@ -8,10 +8,6 @@ from pathlib import Path
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from releng.core.compose.sync_repos import SyncError, SyncRefused, sync_repo
-from releng.core.repo.trees import CrossMountError
-from releng.core.run import ToolError
-from releng.hooks.buildsystem import BuildSystemHook
 from releng.operators.common import load_release, site_settings
 
 
@@ -57,6 +53,10 @@ class SyncReposOperator(BaseOperator):
         self._proc = proc
 
     def execute(self, context: Context) -> dict:
+        from releng.core.compose.sync_repos import SyncError, SyncRefused, sync_repo
+        from releng.core.repo.trees import CrossMountError
+        from releng.core.run import ToolError
+        from releng.hooks.buildsystem import BuildSystemHook
         profile = load_release(self.release)
         site = site_settings()
         try:

@@ -15,17 +15,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
-from releng.core.layout import compose_timestamp
-from releng.core.repo.repomd import RepoError
-from releng.core.rsync import RsyncError
-from releng.core.run import ToolError
-from releng.core.staging.signing import SigningError
-from releng.core.staging.sync_to_staging import stage_packages
-from releng.core.updates import UpdatesError
-from releng.core.updates.emit_staging_asset import staging_event
-from releng.core.updates.prepare_updates import PLAN_KINDS, UpdatesSummary, prepare_updates, work_list
-from releng.core.updates.remove_work_area import remove_work_areas
-from releng.core.updates.update_repodata import TreeUpdate, update_repodata
+from releng.core.updates.prepare_updates import PLAN_KINDS
 from releng.operators.common import WorkListOperator, load_release, site_settings
 from releng.operators.staging import require_lease
 
@@ -41,6 +31,9 @@ class PrepareUpdatesOperator(BaseOperator):
     ui_color = "#e8f4ea"
 
     def execute(self, context: Context) -> dict:
+        from releng.core.layout import compose_timestamp
+        from releng.core.updates import UpdatesError
+        from releng.core.updates.prepare_updates import prepare_updates
         params = dict(context["params"])
         profile = load_release(params.get("release") or "")
         site = site_settings()
@@ -73,6 +66,7 @@ class PlanOperator(WorkListOperator):
     kinds = PLAN_KINDS
 
     def work_list(self, summary: Mapping) -> list[dict]:
+        from releng.core.updates.prepare_updates import UpdatesSummary, work_list
         updates = UpdatesSummary.from_xcom(summary)
         return work_list(updates, load_release(updates.release), self.kind)
 
@@ -93,6 +87,9 @@ class SyncToStagingOperator(BaseOperator):
         self.summary = summary
 
     def execute(self, context: Context) -> dict:
+        from releng.core.rsync import RsyncError
+        from releng.core.staging.sync_to_staging import stage_packages
+        from releng.core.updates.prepare_updates import UpdatesSummary
         require_lease(context, "sync_to_staging")
         summary = UpdatesSummary.from_xcom(self.summary)
         layout = summary.layout(load_release(summary.release))
@@ -128,6 +125,11 @@ class UpdateRepodataOperator(BaseOperator):
         self.tree, self.synced, self.scratch = tree, synced, scratch
 
     def execute(self, context: Context) -> dict:
+        from releng.core.repo.repomd import RepoError
+        from releng.core.run import ToolError
+        from releng.core.staging.signing import SigningError
+        from releng.core.updates import UpdatesError
+        from releng.core.updates.update_repodata import update_repodata
         require_lease(context, "update_repodata")
         profile = load_release(self.release)
         site = site_settings()
@@ -162,6 +164,9 @@ class EmitStagingAssetOperator(BaseOperator):
         self.results = results
 
     def execute(self, context: Context) -> dict:
+        from releng.core.updates.emit_staging_asset import staging_event
+        from releng.core.updates.prepare_updates import UpdatesSummary
+        from releng.core.updates.update_repodata import TreeUpdate
         summary = UpdatesSummary.from_xcom(self.summary)
         results = [TreeUpdate.from_xcom(r) for r in self.results or []]
         extra = staging_event(summary, results, self.dag_id)
@@ -188,6 +193,8 @@ class RemoveWorkAreaOperator(BaseOperator):
         self.summary = summary
 
     def execute(self, context: Context) -> list[str]:
+        from releng.core.updates.prepare_updates import UpdatesSummary
+        from releng.core.updates.remove_work_area import remove_work_areas
         summary = UpdatesSummary.from_xcom(self.summary)
         try:
             return remove_work_areas(load_release(summary.release), summary.compose_root, log=self.log.info)

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from releng.core import lorax, s3keys, tarsafe, treeinfo
 from releng.core.checksums import checksum, file_digest, write_checksum_file
 from releng.core.disc import NotAnIsoError, read_volid
@@ -158,6 +156,8 @@ class _TreePull:
         return tree
 
     def _download(self, key: str, directory: Path, size: int) -> Path:
+        from botocore.exceptions import ClientError  # here, not at module level: DAG parsing imports this module
+
         target = directory / key.rsplit("/", 1)[-1]
         stop = threading.Event()
         watcher = threading.Thread(target=self._report_progress, args=(target, size, stop), daemon=True)

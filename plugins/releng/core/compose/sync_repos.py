@@ -24,6 +24,11 @@ Each sync has a private dnf config, cache and rpm database under ``work_dir``; t
    size and checksum, every metadata file with its checksum. With ``delete``, files in ``Packages/``
    that the repodata does not list are removed.
 
+What steps 3 and 4 established about a package is kept on its inode (``InodeFacts``: an extended
+attribute with the checksum and the key set its signature was checked with, valid while size and mtime
+are unchanged). A package hard-linked from the previous compose carries it, so a no-op resync checks
+sizes and the repodata but hashes and signature-checks only files no earlier sync vouched for.
+
 A rerun converges: dnf skips files that match and re-downloads the rest, and verification gates
 the result. The sync writes into ``dest`` directly (not a temp dir) so that a retry keeps what the
 failed attempt downloaded; nothing downstream reads ``dest`` before the sync succeeds.
@@ -34,6 +39,7 @@ Nothing here needs Airflow: the build system comes in as a :class:`RepoSource` (
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -52,7 +58,7 @@ from releng.core.layout import LayoutError, safe_part
 from releng.core.modes import make_public_tree
 from releng.core.profile import ReleaseProfile
 from releng.core.repo.dnf_output import failed_downloads, gpg_failures, package_download
-from releng.core.repo.primary import iter_packages, package_index
+from releng.core.repo.primary import PackageEntry, iter_packages, package_index
 from releng.core.repo.repomd import REPOMD, RepoError, stale_metadata, tree_path
 from releng.core.repo.signatures import SignatureToolError, check_signatures, dearmor, gpgv_argv
 from releng.core.repo.trees import (
@@ -62,7 +68,7 @@ from releng.core.repo.trees import (
     link_unchanged,
     samefile_count,
 )
-from releng.core.repo.verify import TreeReport, verify_repo
+from releng.core.repo.verify import InodeFacts, TreeReport, verify_repo
 from releng.core.run import ToolError, run, stream
 
 OUTPUT_TAIL = 25
@@ -233,17 +239,17 @@ def _sync(job: _Job, source: RepoSource, repo: str, arch: str, kind: str, progre
     log(f"{job.label}: syncing {job.url} into {job.dest}"
         + (f" (linking from {job.previous})" if job.previous else ""))
     downloads: list[int] = []
-    report, linked_hrefs = _reuse_reference(job) if _upstream_unchanged(job, source) else (None, [])
+    report, linked_hrefs, entries = _reuse_reference(job) if _upstream_unchanged(job, source) else (None, [], None)
     if report is None:
         downloads, linked_hrefs = _reposync(job, progress_interval)
-        report = verify_repo(job.dest)
+        report = verify_repo(job.dest, cache=InodeFacts())
     if not report.ok:
         raise SyncError(
             f"{job.dest} does not match its repodata after syncing {job.url}:\n"
             + "\n".join(report.problems()) + f"\n{report.summary()}. "
             "Retry the task; dnf re-downloads what does not match."
         )
-    _check_signatures(job)
+    _check_signatures(job, entries)
     for stale in stale_metadata(job.dest):
         stale.unlink()
     if report.extra and job.delete:
@@ -334,27 +340,30 @@ def _upstream_unchanged(job: _Job, source: RepoSource) -> bool:
     return check.returncode == 0
 
 
-def _reuse_reference(job: _Job) -> tuple[TreeReport | None, list[str]]:
+def _reuse_reference(job: _Job) -> tuple[TreeReport | None, list[str], list[PackageEntry] | None]:
     """Upstream is unchanged: link the previous compose's packages and copy its repodata (nothing to do
-    in place). Returns the verified tree's report and the linked hrefs, or None when dnf must run."""
+    in place). Returns the verified tree's report, the linked hrefs and the packages of its primary (read
+    once: the copied repodata is the reference's), or None when dnf must run."""
     linked: list[str] = []
+    entries: list[PackageEntry] | None = None
     try:
         if job.previous:
             index = package_index(job.previous)
             linked = link_unchanged(job.dest, job.previous, index.values(), previous_index=index)
             copy_repodata(job.previous, job.dest)
+            entries = list(index.values())
     except CrossMountError:
         raise  # a deployment error, not a reason to download everything again
     except (RepoError, OSError) as exc:
         job.warn(f"{job.label}: could not take the unchanged tree from {job.previous} ({exc}); running dnf")
-        return None, []
-    report = verify_repo(job.dest)
+        return None, [], None
+    report = verify_repo(job.dest, entries=entries, cache=InodeFacts())
     if not report.ok:
         job.log(f"{job.label}: the unchanged tree does not verify ({'; '.join(report.problems(3))}); running dnf")
-        return None, []
+        return None, [], None
     job.log(f"{job.label}: upstream repodata unchanged since {job.previous or job.dest}; "
             f"{report.packages} packages taken as they are")
-    return report, linked
+    return report, linked, entries
 
 
 def _reposync(job: _Job, progress_interval: float) -> tuple[list[int], list[str]]:
@@ -407,13 +416,31 @@ def _reposync(job: _Job, progress_interval: float) -> tuple[list[int], list[str]
     return downloads, linked
 
 
-def _check_signatures(job: _Job) -> None:
-    """Every package's signature against the profile's keys only; a failure is not retriable."""
-    files = [tree_path(job.dest, p.href) for p in iter_packages(job.dest)]
+def signature_fact(keys: Sequence[Path]) -> str:
+    """The fact "signature verified with exactly these keys" (a changed key set checks every package again)."""
+    digest = hashlib.sha256(b"".join(Path(k).read_bytes() for k in sorted(keys, key=str))).hexdigest()
+    return f"rpmsig:{digest}"
+
+
+def _check_signatures(job: _Job, entries: Sequence[PackageEntry] | None = None) -> None:
+    """Every package's signature against the profile's keys only; a failure is not retriable.
+
+    ``entries``: the tree's packages when its primary was read already."""
+    files = [tree_path(job.dest, p.href) for p in (iter_packages(job.dest) if entries is None else entries)]
+    facts, fact = InodeFacts(), signature_fact(job.keys)
+    stats = {f: os.stat(f) for f in files}
+    unchecked = [f for f in files if not facts.known(f, stats[f], fact)]  # checked already by an earlier sync
+    if len(unchecked) < len(files):
+        job.log(f"{job.label}: {len(files) - len(unchecked)} of {len(files)} package signatures were checked with "
+                "the same keys by an earlier sync (same files, hard-linked); checking the other "
+                f"{len(unchecked)}")
     try:
-        bad = check_signatures(job.ws.installroot, files, env=dnf.dnf_env(), batch=CHECKSIG_BATCH)
+        bad = check_signatures(job.ws.installroot, unchecked, env=dnf.dnf_env(), batch=CHECKSIG_BATCH)
     except SignatureToolError as exc:
         raise SyncError(f"{job.label}: {exc}; retry the task") from None
+    if not bad:
+        for f in unchecked:
+            facts.remember(f, stats[f], fact)
     if bad:
         shown = "\n".join(bad[:20]) + (f"\n... and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise SyncRefused(

@@ -1,16 +1,18 @@
 """Primary metadata: the packages of a tree, their NEVRAs in rpm's version order, and what changed between two sets.
 
-Primary is read with ``ElementTree.iterparse`` and each ``<package>`` is
-dropped once read, so memory stays flat for repos of any size.
+Primary is read with lxml's ``iterparse`` (only ``<package>`` ends reach Python: a release's AppStream
+primary has hundreds of thousands of elements) and each ``<package>`` is dropped once read, so memory
+stays flat for repos of any size.
 """
 
 from __future__ import annotations
 
 import lzma
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from lxml import etree
 
 from releng.core.repo.metadata import open_metadata
 from releng.core.repo.repomd import NS_COMMON, NS_RPM, REPOMD, RepoError, read_repomd, tree_path
@@ -162,18 +164,17 @@ def iter_packages(tree: Path) -> Iterator[PackageEntry]:
     path = tree_path(tree, primary.href)
     with open_metadata(path) as f:
         try:
-            context = ET.iterparse(f, events=("start", "end"))
-            _, root = next(context)
-            for event, elem in context:
-                if event != "end" or elem.tag != f"{NS_COMMON}package":
-                    continue
+            for _, elem in etree.iterparse(f, events=("end",), tag=f"{NS_COMMON}package", resolve_entities=False,
+                                           no_network=True, huge_tree=True):
                 yield _package(elem, path)
-                root.clear()  # drop what was read: flat memory for any primary size
-        except (ET.ParseError, EOFError, lzma.LZMAError, OSError) as exc:
+                elem.clear()  # drop what was read: flat memory for any primary size
+                while elem.getprevious() is not None:
+                    del elem.getparent()[0]
+        except (etree.XMLSyntaxError, EOFError, lzma.LZMAError, OSError) as exc:
             raise RepoError(f"{path}: cannot read primary metadata; it cannot be parsed: {exc}") from None
 
 
-def _package(elem: ET.Element, path: Path) -> PackageEntry:
+def _package(elem: etree._Element, path: Path) -> PackageEntry:
     version = elem.find(f"{NS_COMMON}version")
     location = elem.find(f"{NS_COMMON}location")
     checksum = elem.find(f"{NS_COMMON}checksum")

@@ -35,8 +35,20 @@ def cross_mount_error(previous: Path, dest: Path) -> CrossMountError:
 
 
 def _link_into(src: Path, dest: Path) -> None:
-    """Make ``dest`` a hard link of ``src``, replacing whatever is there in one rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Make ``dest`` a hard link of ``src``, replacing whatever is there in one rename.
+
+    The common case, nothing at ``dest`` yet, is one ``link`` call (a no-op resync links tens of
+    thousands of packages); the parent is made and an existing file replaced only when needed.
+    """
+    try:
+        os.link(src, dest)
+        return
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
     tmp = dest.with_name(f".{dest.name}.link")
     tmp.unlink(missing_ok=True)
     os.link(src, tmp)

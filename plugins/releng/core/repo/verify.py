@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +103,44 @@ class TreeReport:
                 f"{self.signatures} signatures")
 
 
+INODE_FACTS_XATTR = "user.releng.verified"
+
+
+class InodeFacts(VerifyCache):
+    """Facts verified about a file's content, kept in an extended attribute of its inode (``user.releng.verified``).
+
+    They travel with the inode: a package hard-linked from the previous compose carries what that compose's
+    sync verified (its checksum, its signature against a set of keys), so a no-op resync neither hashes nor
+    signature-checks it again. A fact holds while the file's size and mtime are the recorded ones (writing
+    the file changes its mtime; ctime cannot be used, linking changes it). rsync does not copy extended
+    attributes without ``-X`` (never used here), so nothing of it is staged or published. On a file system
+    without user extended attributes nothing is remembered and every check runs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    @staticmethod
+    def _read(file: Path, st: os.stat_result) -> list[str]:
+        try:
+            size, mtime, facts = json.loads(os.getxattr(file, INODE_FACTS_XATTR))
+        except (OSError, ValueError, TypeError):
+            return []
+        return list(facts) if [size, mtime] == [st.st_size, st.st_mtime_ns] else []
+
+    def known(self, file: Path, st: os.stat_result, fact: str) -> bool:
+        return fact in self._read(file, st)
+
+    def remember(self, file: Path, st: os.stat_result, fact: str) -> None:
+        facts = self._read(file, st)
+        if fact in facts:
+            return
+        try:
+            os.setxattr(file, INODE_FACTS_XATTR, json.dumps([st.st_size, st.st_mtime_ns, [*facts, fact]]).encode())
+        except OSError:
+            pass  # no user xattrs here (or a read-only tree): the fact is checked again next time
+
+
 def _check_file(path: Path, size: int | None, checksum_type: str, checksum: str, checksums: bool,
                 cache: VerifyCache) -> tuple[str | None, int]:
     """None when the file matches, else why not, and the bytes hashed; FileNotFoundError when it is absent."""
@@ -132,12 +170,14 @@ def file_matches(path: Path, entry: PackageEntry) -> bool:
 
 
 def verify_repo(tree: Path, *, packages: bool = True, checksums: bool = True, workers: int = 2,
-                cache: VerifyCache | None = None, prefix: str = "") -> TreeReport:
+                cache: VerifyCache | None = None, prefix: str = "",
+                entries: Iterable[PackageEntry] | None = None) -> TreeReport:
     """Check every file ``repomd.xml`` names and, with ``packages``, every package primary lists (exists, size,
     checksum) and the files in Packages/ it does not list.
 
     ``checksums=False`` checks existence and size only (for trees of hard links to a verified tree).
     ``prefix`` is put before every href in the report (the tree's path under a directory verified whole).
+    ``entries``: the packages of this tree's primary when the caller has parsed it already (it is not read again).
     """
     tree = Path(tree)
     cache = VerifyCache() if cache is None else cache
@@ -176,7 +216,7 @@ def verify_repo(tree: Path, *, packages: bool = True, checksums: bool = True, wo
 
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for entry in iter_packages(tree):
+            for entry in iter_packages(tree) if entries is None else entries:
                 listed.add(entry.href)
                 report.packages += 1
                 report.bytes += entry.size
