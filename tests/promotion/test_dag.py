@@ -177,7 +177,7 @@ def test_approved_promotion_makes_production_equal_staging(staged, el9, fixture_
 
     report = dr.get_task_instance("change_report").xcom_pull(task_ids="change_report")
     assert report["totals"]["packages"] == {"added": 0, "updated": 1, "removed": 0}
-    assert "foo-data-1.0-1.el9.noarch → foo-data-1.1-1.el9.noarch (AppStream x86_64)" in report["markdown"]
+    assert "foo-data-1.0-1.el9.noarch → foo-data-1.1-1.el9.noarch (AppStream x86_64 os)" in report["markdown"]
 
     # the file lists describe production exactly
     text = (staged.category / "fullfiletimelist-rocky").read_text()
