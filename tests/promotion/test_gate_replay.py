@@ -12,12 +12,14 @@ import time
 import pytest
 
 from tests.dagrun import resume_run
+from tests.promotion.conftest import change_checksum_file
 from tests.promotion.test_dag import APPROVAL, DAG_ID, PROMOTION_TASKS, audit_lines, load_dag, respond, states
 from tests.promotion.test_gate import Api, hitl_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("airflow_db")]
 
 CHECKSUM = ("isos", "x86_64", "CHECKSUM")
+GA_MARK = "# GA checksums\n"  # a comment line: sha256sum -c (and so the vetting) still accepts the file
 
 
 def _approved_run(dag, conf: dict, *, during=None):
@@ -36,7 +38,7 @@ def rc_then_ga(staged):
     assert r1.state == "success", states(r1)
     ga = staged.staging.with_name(staged.production.name)
     shutil.copytree(staged.staging, ga, symlinks=True)
-    ga.joinpath(*CHECKSUM).write_text("GA checksums\n")
+    ga.joinpath(*CHECKSUM).write_text(GA_MARK + ga.joinpath(*CHECKSUM).read_text())  # still vets
     r2, _ = _approved_run(dag, {"release": "el9", "rc": False})
     assert r2.state == "success", states(r2)
     return dag, r1
@@ -47,7 +49,7 @@ def test_replaying_an_old_approved_run_does_not_change_production(staged, rc_the
     success (so no new report revokes the decision) and the old approval is applied again, e.g. an RC
     promotion rolled over the GA promotion approved after it. Nobody approved anything in between."""
     dag, r1 = rc_then_ga
-    assert staged.production.joinpath(*CHECKSUM).read_text() == "GA checksums\n"
+    assert staged.production.joinpath(*CHECKSUM).read_text().startswith(GA_MARK)
     audit_before = len(audit_lines(staged))
 
     # admin, through the REST API only: clear the old RC run's phases (Airflow adds the report, a setup,
@@ -63,7 +65,7 @@ def test_replaying_an_old_approved_run_does_not_change_production(staged, rc_the
     assert r.status_code == 200, r.text
     r1 = resume_run(dag, r1.run_id)
 
-    assert staged.production.joinpath(*CHECKSUM).read_text() == "GA checksums\n", (
+    assert staged.production.joinpath(*CHECKSUM).read_text().startswith(GA_MARK), (
         f"production rolled back to the RC's file by a replayed approval; phases: {states(r1)}")
     # and at the very least the replay would have to show in the audit log
     assert len(audit_lines(staged)) > audit_before, "the replay left no audit entry"
@@ -88,7 +90,7 @@ def test_deleted_run_recreated_with_its_run_id_gets_no_approval(staged, rc_then_
     dr = resume_run(dag, run_id)
 
     assert states(dr)["promote_payload"] == "failed", states(dr)
-    assert staged.production.joinpath(*CHECKSUM).read_text() == "GA checksums\n"
+    assert staged.production.joinpath(*CHECKSUM).read_text().startswith(GA_MARK)
 
 
 def test_approval_binds_the_report_the_approver_was_shown(staged, tmp_path):
@@ -99,7 +101,7 @@ def test_approval_binds_the_report_the_approver_was_shown(staged, tmp_path):
     dag = load_dag()
     r0, _ = _approved_run(dag, {"release": "el9", "rc": True})
     assert r0.state == "success", states(r0)
-    staged.staging.joinpath(*CHECKSUM).write_text("changed\n")  # report A: the CHECKSUM only
+    change_checksum_file(staged)  # report A: the CHECKSUM only
 
     sneaked = staged.staging / "isos" / "x86_64" / "sneaked-in.iso"
     seen: dict = {}
