@@ -41,11 +41,11 @@ def load_dag(dag_id: str = DAG_ID):
     return bag.get_dag(dag_id)
 
 
-def _parked_run_id(deadline: float, dag_id: str = DAG_ID) -> str | None:
+def _parked_run_id(deadline: float, dag_id: str = DAG_ID, stopped=lambda: False) -> str | None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopped():
         with create_session() as s:
             ti = s.query(TaskInstance).filter_by(dag_id=dag_id, task_id=APPROVAL, state="awaiting_input").first()
             if ti:
@@ -66,13 +66,16 @@ def _patch_as(client, run_id: str, user: str, role: str, decision: str, dag_id: 
 
 def respond(decision: str, out: dict, *, during=None, also_try_as_admin: bool = False,
             dag_id: str = DAG_ID) -> threading.Thread:
-    """Answer the approval through the REST API once it is parked; optionally first as ``admin`` (not assigned)."""
+    """Answer the approval through the REST API once it is parked; optionally first as ``admin`` (not assigned).
+
+    A test whose run must never park sets ``out["stop"]`` and joins the thread, so the waiting approver does not
+    answer a later test's request."""
 
     def work():
         from airflow.api_fastapi.app import create_app
         from fastapi.testclient import TestClient
 
-        run_id = _parked_run_id(time.monotonic() + 120, dag_id)
+        run_id = _parked_run_id(time.monotonic() + 120, dag_id, stopped=lambda: bool(out.get("stop")))
         if run_id is None:
             out["error"] = "the approval task never reached awaiting_input"
             return

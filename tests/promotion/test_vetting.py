@@ -111,8 +111,10 @@ def test_broken_dvd_stops_the_promotion_before_anyone_is_asked(staged, monkeypat
     corrupt_boot_image(staged.staging / ISO)
     dag = load_dag()
     out: dict = {}
-    respond("Approve", out).join(0)  # an approver ready to answer: there must be nothing to answer
+    approver = respond("Approve", out)  # an approver ready to answer: there must be nothing to answer
     dr = dag.test(run_conf={"release": "el9", "rc": True})
+    out["stop"] = True  # and gone before the next test parks a request
+    approver.join(30)
     s = states(dr)
     assert dr.state == "failed" and s["vetting_verdict"] == "failed", s
     assert s[APPROVAL] == "upstream_failed" and all(s[t] == "upstream_failed" for t in PROMOTION_TASKS), s
