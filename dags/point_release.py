@@ -39,23 +39,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk import DAG, Param
 
 from releng.core.settings import settings
 from releng.dagparams import default_args, release_param
-from releng.notifiers import ApprovalWaitingNotifier, deadline_alerts
+from releng.notifiers import deadline_alerts
 from releng.operators.point_release import PointReleaseReportOperator, SwitchLinksOperator, VaultReleaseOperator
 from releng.operators.promotion import (
     MirrorHandoffOperator,
-    PlanVettingOperator,
-    PromotePhaseOperator,
-    PromotionApprovalOperator,
     RecordPromotionOperator,
     UpdateFileListsOperator,
-    VerifyProductionOperator,
-    VetOperator,
-    VettingVerdictOperator,
-    approvers_as_users,
+    promotion_phases,
+    vetted_approval,
 )
 
 SITE = settings()
@@ -90,35 +85,17 @@ with DAG(
     },
 ):
     change_report = PointReleaseReportOperator(task_id="change_report", pool="promotion", retries=0)
-    # Vetting as in promote_to_production: staging checked with the real tools before anyone is asked.
-    plan_vetting = PlanVettingOperator(task_id="plan_vetting", retries=0)
-    vet_staging = VetOperator.partial(task_id="vet_staging", retries=0,
-                                      map_index_template="{{ task.kind }} {{ task.target }}"
-                                      ).expand_kwargs(plan_vetting.output)
-    vetting_verdict = VettingVerdictOperator(task_id="vetting_verdict", trigger_rule=TriggerRule.ALL_DONE,
-                                             retries=0)
-    approve_promotion = PromotionApprovalOperator(
-        task_id="approve_promotion",
-        subject="Point release (the run's change report and plan)",
-        assigned_users=approvers_as_users(SITE.approvers),
-        response_timeout=timedelta(hours=SITE.approval_timeout_hours),
-        defaults="Reject",
-        notifiers=[ApprovalWaitingNotifier()],
-        retries=2,
-        retry_delay=timedelta(seconds=30),
-    )
-    promote_payload = PromotePhaseOperator(task_id="promote_payload", phase="payload", pool="promotion")
-    promote_metadata = PromotePhaseOperator(task_id="promote_metadata", phase="metadata", pool="promotion")
-    promote_deletions = PromotePhaseOperator(task_id="promote_deletions", phase="deletions", pool="promotion")
-    verify_production = VerifyProductionOperator(task_id="verify_production", pool="promotion")
+    # the same vetting and gate as promote_to_production (plan_vetting >> vet_staging >> vetting_verdict)
+    approve_promotion = vetted_approval(change_report, subject="Point release (the run's change report and plan)",
+                                        site=SITE)
+    # promote_payload >> promote_metadata >> promote_deletions >> verify_production
+    first_phase, verify_production = promotion_phases()
     switch_links = SwitchLinksOperator(task_id="switch_links", pool="promotion")
     vault_release = VaultReleaseOperator(task_id="vault_release", pool="promotion")
     update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
     mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
     record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
-    change_report >> plan_vetting >> vet_staging >> vetting_verdict
-    [change_report, vetting_verdict] >> approve_promotion
-    (change_report >> approve_promotion >> promote_payload >> promote_metadata >> promote_deletions
-     >> verify_production >> switch_links >> vault_release >> update_file_lists >> mirror_handoff
+    change_report >> approve_promotion >> first_phase
+    (verify_production >> switch_links >> vault_release >> update_file_lists >> mirror_handoff
      >> record_promotion.as_teardown(setups=change_report))

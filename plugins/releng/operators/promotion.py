@@ -445,3 +445,50 @@ class MirrorHandoffOperator(BaseOperator):
         approval.save_step(state, run_id, record["digest"], mirror_handoff.HANDOFF_STEP, result)
         self.log.info("mirror hand-off of %s (%s) done", record["release"], record["production_dir"])
         return result
+
+
+# --- the task chains promote_to_production and point_release share (built inside a DAG context) ---------------
+
+
+def vetted_approval(change_report_task: BaseOperator, *, subject: str, site: Settings) -> PromotionApprovalOperator:
+    """``plan_vetting >> vet_staging >> vetting_verdict``, then ``approve_promotion``, after ``change_report_task``.
+
+    The approval also hangs on the report directly: a failed report fails it (upstream_failed) whatever the
+    verdict does. Returns the approval task.
+    """
+    from datetime import timedelta
+
+    from airflow.sdk import TriggerRule
+
+    from releng.notifiers import ApprovalWaitingNotifier
+
+    plan_vetting = PlanVettingOperator(task_id="plan_vetting", retries=0)
+    # One instance per check (kind and target); a failed check fails its instance, the verdict reads every result.
+    vet_staging = VetOperator.partial(task_id="vet_staging", retries=0,
+                                      map_index_template="{{ task.kind }} {{ task.target }}"
+                                      ).expand_kwargs(plan_vetting.output)
+    vetting_verdict = VettingVerdictOperator(task_id="vetting_verdict", trigger_rule=TriggerRule.ALL_DONE,
+                                             retries=0)
+    approve = PromotionApprovalOperator(
+        task_id="approve_promotion",
+        subject=subject,
+        assigned_users=approvers_as_users(site.approvers),
+        response_timeout=timedelta(hours=site.approval_timeout_hours),
+        defaults="Reject",
+        notifiers=[ApprovalWaitingNotifier()],
+        retries=2,
+        retry_delay=timedelta(seconds=30),
+    )
+    change_report_task >> plan_vetting >> vet_staging >> vetting_verdict
+    [change_report_task, vetting_verdict] >> approve
+    return approve
+
+
+def promotion_phases() -> tuple[BaseOperator, BaseOperator]:
+    """``promote_payload >> promote_metadata >> promote_deletions >> verify_production``: (first, last)."""
+    payload = PromotePhaseOperator(task_id="promote_payload", phase="payload", pool="promotion")
+    metadata = PromotePhaseOperator(task_id="promote_metadata", phase="metadata", pool="promotion")
+    deletions = PromotePhaseOperator(task_id="promote_deletions", phase="deletions", pool="promotion")
+    verify = VerifyProductionOperator(task_id="verify_production", pool="promotion")
+    payload >> metadata >> deletions >> verify
+    return payload, verify
