@@ -80,6 +80,7 @@ PRODUCTION_SETTINGS = {
     "RELENG_TORRENT_PIECE_SIZE": "",
     "RELENG_REPODATA_POOL_SLOTS": "4",
     "RELENG_TEST_SITE": "false",
+    "RELENG_VETTING_BOOT_TIMEOUT": "120",
 }
 DATA_MOUNT = "/mnt/releng"  # one mount for the three trees: hard links between them need it
 DATA_TREES = ("/mnt/releng/compose", "/mnt/releng/repos-staging", "/mnt/releng/repos-production")

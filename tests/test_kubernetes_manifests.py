@@ -115,7 +115,7 @@ def test_celery_settings_and_secrets(values):
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64", "ppc64le", "s390x"])  # el9's arches
 def test_rendered_lorax_pod_is_valid_and_on_its_arch(dag, arch):  # noqa: F811
-    pod = unmapped(dag, {"arch": arch, "summary": SUMMARY}).build_pod_request_obj(dry_run=True)
+    pod = unmapped(dag, {"arch": arch, "summary": SUMMARY}).pod_operator().build_pod_request_obj(dry_run=True)
     manifest = ApiClient().sanitize_for_serialization(pod)
     validate(manifest)
     assert manifest["spec"]["nodeSelector"] == {"kubernetes.io/arch": KUBE_ARCH[arch]}

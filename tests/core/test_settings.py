@@ -168,7 +168,8 @@ def test_invalid_settings_fail_the_dag_files_and_tasks_with_the_message(monkeypa
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.dags == {}
     assert sorted(Path(f).name for f in bag.import_errors) == ["full_compose.py", "general_updates.py",
-                                                               "promote_to_production.py", "scheduled_updates.py"]
+                                                               "point_release.py", "promote_to_production.py",
+                                                               "scheduled_updates.py"]
     for err in bag.import_errors.values():
         last = err.strip().splitlines()[-1]
         assert "SettingsError: RELENG_STAGING_ROOT='/srv/trees' and RELENG_PRODUCTION_ROOT='/srv/trees' " in last
