@@ -42,7 +42,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from releng.core.settings import settings
-from releng.dagparams import default_args, release_param
+from releng.dagparams import default_args, promotion_params
 from releng.notifiers import deadline_alerts
 from releng.operators.point_release import PointReleaseReportOperator, SwitchLinksOperator, VaultReleaseOperator
 from releng.operators.promotion import (
@@ -66,23 +66,16 @@ with DAG(
     tags=["releng", "production", "point-release", "vault"],
     deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),
-    params={
-        "release": release_param(description="Release profile whose revision is the new point release."),
-        "rc": Param(False, type="boolean", title="Release candidate",
-                    description="Promote the X.Y-RCn staging directory (the links in staging point at it)."),
-        "previous": Param(None, type=["null", "string"], pattern=r"^\d+\.\d+$", maxLength=16,
-                          title="Previous release",
-                          description="The point release to move to the vault (X.Y); empty: the newest earlier "
-                                      "X.Y of the same major in production."),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Only produce the change report and plan; change nothing."),
-        "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
-                                    description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the new "
-                                                "release's production files."),
-        "vetting_override": Param(False, type="boolean", title="Ask even if vetting fails",
-                                  description="Ask the approvers even when a vetting check failed; the override is "
-                                              "recorded in the audit log and shown in the approval request."),
-    },
+    params=promotion_params(
+        release="Release profile whose revision is the new point release.",
+        rc="Promote the X.Y-RCn staging directory (the links in staging point at it).",
+        after_rc={"previous": Param(None, type=["null", "string"], pattern=r"^\d+\.\d+$", maxLength=16,
+                                    title="Previous release",
+                                    description="The point release to move to the vault (X.Y); empty: the newest "
+                                                "earlier X.Y of the same major in production.")},
+        dry_run="Only produce the change report and plan; change nothing.",
+        large_delete="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the new release's production files.",
+    ),
 ):
     change_report = PointReleaseReportOperator(task_id="change_report", pool="promotion", retries=0)
     # the same vetting and gate as promote_to_production (plan_vetting >> vet_staging >> vetting_verdict)

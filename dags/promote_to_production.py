@@ -55,11 +55,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
 from releng.assets import STAGING_ASSET
 from releng.core.settings import settings
-from releng.dagparams import default_args, release_param
+from releng.dagparams import default_args, promotion_params
 from releng.notifiers import deadline_alerts
 from releng.operators.promotion import (
     MirrorHandoffOperator,
@@ -84,20 +84,13 @@ with DAG(
     tags=["releng", "production", "promotion"],
     deadline=deadline_alerts("approval", SITE),
     default_args=default_args(retry_delay=timedelta(minutes=1)),
-    params={
-        "release": release_param(description="Which release to promote. Runs started by the staging Asset (a "
-                                             "compose or an update sync) promote the event's release instead."),
-        "rc": Param(False, type="boolean", title="Release candidate",
-                    description="Promote the X.Y-RCn staging directory instead of X.Y."),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Only produce the change report and rsync itemization; change nothing."),
-        "allow_large_delete": Param(False, type="boolean", title="Allow large deletions",
-                                    description="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the "
-                                                "release's production files."),
-        "vetting_override": Param(False, type="boolean", title="Ask even if vetting fails",
-                                  description="Ask the approvers even when a vetting check failed; the override is "
-                                              "recorded in the audit log and shown in the approval request."),
-    },
+    params=promotion_params(
+        release="Which release to promote. Runs started by the staging Asset (a compose or an update sync) "
+                "promote the event's release instead.",
+        rc="Promote the X.Y-RCn staging directory instead of X.Y.",
+        dry_run="Only produce the change report and rsync itemization; change nothing.",
+        large_delete="Allow deleting more than RELENG_PROMOTION_MAX_DELETE of the release's production files.",
+    ),
 ):
     change_report = PromotionReportOperator(task_id="change_report", pool="promotion", retries=0)
     # plan_vetting >> vet_staging (one instance per check) >> vetting_verdict >> approve_promotion

@@ -56,6 +56,22 @@ def release_param(choice: ReleaseChoice | None = None, *, description: str = "Wh
                  values_display={name: f"{name} ({p.fullname})" for name, p in choice.profiles.items()})
 
 
+def promotion_params(*, release: str, rc: str, dry_run: str, large_delete: str,
+                     after_rc: dict[str, Param] | None = None) -> dict[str, Param]:
+    """The trigger form of a DAG that promotes staging through the approval gate (promote_to_production,
+    point_release): release, rc, ``after_rc`` (the DAG's own), dry_run, allow_large_delete, vetting_override."""
+    return {
+        "release": release_param(description=release),
+        "rc": Param(False, type="boolean", title="Release candidate", description=rc),
+        **(after_rc or {}),
+        "dry_run": Param(False, type="boolean", title="Dry run", description=dry_run),
+        "allow_large_delete": Param(False, type="boolean", title="Allow large deletions", description=large_delete),
+        "vetting_override": Param(False, type="boolean", title="Ask even if vetting fails",
+                                  description="Ask the approvers even when a vetting check failed; the override is "
+                                              "recorded in the audit log and shown in the approval request."),
+    }
+
+
 def _only_in(value: str, owners: dict[str, list[str]], choice: ReleaseChoice) -> str:
     """``value``, or ``value (el10 only)`` when not every release offers it."""
     having = owners[value]
