@@ -11,7 +11,15 @@ import pytest
 
 from releng.core import gpg
 from releng.core.repo.signatures import SignatureChecker
-from releng.core.staging.signing import key_fingerprints, sign_repomd, signed_by, signing_key_problem
+from releng.core.run import ToolError
+from releng.core.staging.signing import (
+    SigningError,
+    key_fingerprints,
+    require_key,
+    sign_repomd,
+    signed_by,
+    signing_key_problem,
+)
 from tests import leakcheck
 from tests.promotion.conftest import new_release_key
 
@@ -104,3 +112,41 @@ def test_stop_agents_waits_until_the_agent_has_exited(release_key):
     assert pid is not None and gpg.stop_agents(home) == pid
     assert leakcheck.read_proc(pid) is None or leakcheck.read_proc(pid).state == "Z"
     assert gpg.stop_agents(home) is None  # none running: nothing to do
+
+
+def test_gpg_that_cannot_answer_is_not_reported_as_a_missing_key(release_key, monkeypatch):
+    """A Celery update run failed one `update_repodata` of ~60 with the message "None": gpg's agent did not come
+    up in time under load, `--list-secret-keys` listed nothing, require_key asked again to word the error, got the
+    key the second time, and raised SigningError(None), which fails without retries. A gpg that cannot answer is
+    a ToolError (retried) that says so; the key is asked for once."""
+    home, key = release_key
+    # gpg's agent cannot start: gpg's own autostart runs a program that fails, and the session does not start one
+    # first (which it does to avoid gpg's short wait, tested below).
+    monkeypatch.setattr(gpg, "start_agent", lambda home: None)
+    (home / "gpg.conf").write_text("agent-program /bin/false\n")
+    with pytest.raises(ToolError, match="gpg could not list the secret keys") as caught:
+        require_key(key, home)
+    assert "not a missing key" in str(caught.value) and "None" != str(caught.value)
+    with pytest.raises(ToolError):
+        signing_key_problem(key, home)
+    (home / "gpg.conf").unlink()
+    assert require_key(key, home) and _agents(home) == []
+    with pytest.raises(SigningError, match="has no secret key"):
+        require_key("0000DEADBEEF0000", home)
+    assert _agents(home) == []
+
+
+def test_the_first_session_starts_the_agent_once_for_all(release_key, tmp_path):
+    """gpg left to itself starts an agent per command that finds none and gives up after a few seconds of
+    waiting; the first session starts it (`gpg-agent --daemon` returns when it listens) and every gpg inside uses
+    that one."""
+    home, key = release_key
+    with gpg.agent_session(home):
+        pid = gpg.agent_pid(home)
+        assert pid is not None  # before any gpg command ran
+        repomd = tmp_path / "repomd.xml"
+        repomd.write_text("<repomd/>\n")
+        for _ in range(3):
+            sign_repomd(repomd, key, home)
+        assert gpg.agent_pid(home) == pid
+    assert not gpg.agent_running(home) and _agents(home) == []

@@ -24,12 +24,13 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from releng.core.run import run
+from releng.core.run import run, tool_env
 
 NO_AUTOSTART = "--no-autostart"
 LOCK_NAME = ".releng-agent.lock"
@@ -106,6 +107,23 @@ def _lock_path(home: Path | None) -> Path:
     return Path(listed or Path.home() / ".gnupg") / LOCK_NAME
 
 
+def start_agent_argv(home: Path | None) -> list[str]:
+    return ["gpg-agent", *_homedir(home), "--daemon"]
+
+
+def start_agent(home: Path | None) -> None:
+    """Start ``home``'s agent now, once, for the sessions that follow.
+
+    Left to gpg, every gpg command that needs an agent and finds none starts one and gives up after a few
+    seconds of waiting for it (``can't connect to the agent``); on a loaded worker with several tasks signing
+    at once that wait runs out. ``gpg-agent --daemon`` returns when its socket listens. A failure here is left
+    to the gpg command that follows, which reports it."""
+    # The daemon keeps the descriptors it was given: captured output would never reach end of file.
+    with suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(start_agent_argv(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=tool_env(), timeout=60, check=False)
+
+
 @contextmanager
 def agent_session(home: Path | None) -> Iterator[None]:
     """Run gpg on ``home`` inside: the agent gpg starts is stopped when the last open session on ``home`` ends.
@@ -122,9 +140,12 @@ def agent_session(home: Path | None) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # other sessions are open: the first of them decided
             fcntl.flock(fd, fcntl.LOCK_SH)
-        else:  # the only session: decide whether the agent is ours to stop
+        else:  # the only session: decide whether the agent is ours to stop, and start ours
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (_KEEP if agent_running(home) else _STOP).encode(), 0)
+            running = agent_running(home)
+            os.pwrite(fd, (_KEEP if running else _STOP).encode(), 0)
+            if not running:
+                start_agent(home)
             fcntl.flock(fd, fcntl.LOCK_SH)
         yield
     finally:

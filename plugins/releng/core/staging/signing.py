@@ -41,31 +41,53 @@ def verify_signature_argv(repomd: Path, gnupghome: Path | None = None) -> list[s
 
 
 def secret_key_argv(key: str, gnupghome: Path | None = None) -> list[str]:
-    return [*_gpg(gnupghome), "--with-colons", "--list-secret-keys", key]
+    return [*_gpg(gnupghome), "--status-fd", "2", "--with-colons", "--list-secret-keys", key]
+
+
+# gpg's status line when a key listing fails, and the error codes (gpg-error's, low 16 bits) that mean the keyring
+# holds no such key: GPG_ERR_NO_PUBKEY, GPG_ERR_NO_SECKEY. Any other (GPG_ERR_NO_AGENT, a keyring it cannot read
+# or lock) is gpg failing to answer.
+_LIST_ERROR = "[GNUPG:] ERROR keylist.getkey "
+_NO_KEY_CODES = {9, 17}
 
 
 def key_fingerprints(key: str, gnupghome: Path | None) -> set[str]:
-    """The fingerprints (key and subkeys) of the secret key ``key`` names; empty when the keyring lacks it."""
+    """The fingerprints (key and subkeys) of the secret key ``key`` names; empty when the keyring lacks it.
+
+    ToolError when gpg could not answer (its agent did not start or answer, the keyring is locked or
+    unreadable): that is not "no such key", and retrying may help."""
     with agent_session(gnupghome):  # gpg asks the agent which secret keys exist
         listing = run(secret_key_argv(key, gnupghome), check=False)
-    if listing.returncode != 0:
+    found = {line.split(":")[9] for line in listing.stdout.splitlines() if line.startswith("fpr:")}
+    if listing.returncode == 0 or found:
+        return found
+    codes = [line[len(_LIST_ERROR):].strip() for line in listing.stderr.splitlines() if line.startswith(_LIST_ERROR)]
+    if codes and all(code.isdigit() and int(code) & 0xFFFF in _NO_KEY_CODES for code in codes):
         return set()
-    return {line.split(":")[9] for line in listing.stdout.splitlines() if line.startswith("fpr:")}
+    said = [line for line in listing.stderr.splitlines() if line.startswith("gpg: ")]
+    raise ToolError(f"gpg could not list the secret keys in {gnupghome or '~/.gnupg'} (RELENG_GNUPGHOME) to look "
+                    f"for {key} (exit {listing.returncode}): " + "; ".join(said[-3:] or ["no message"]) +
+                    "; this is gpg failing, not a missing key: retry, and if it persists check that gpg-agent can "
+                    "start for that home", argv=listing.args, returncode=listing.returncode, output=listing.stderr)
 
 
-def signing_key_problem(key: str, gnupghome: Path | None) -> str | None:
-    """None when ``key`` has a secret key in the keyring, else what is wrong and how to fix it."""
-    if key_fingerprints(key, gnupghome):
-        return None
+def _no_key_message(key: str, gnupghome: Path | None) -> str:
     return (f"RELENG_REPO_SIGNING_KEY={key} has no secret key in {gnupghome or '~/.gnupg'} (RELENG_GNUPGHOME); "
             "import the key there, or unset RELENG_REPO_SIGNING_KEY to publish unsigned repodata")
 
 
+def signing_key_problem(key: str, gnupghome: Path | None) -> str | None:
+    """None when ``key`` has a secret key in the keyring, else what is wrong and how to fix it (ToolError when
+    gpg could not answer)."""
+    return None if key_fingerprints(key, gnupghome) else _no_key_message(key, gnupghome)
+
+
 def require_key(key: str, gnupghome: Path | None) -> set[str]:
-    """The fingerprints of ``key``; SigningError when the keyring has no secret key for it."""
+    """The fingerprints of ``key``; SigningError when the keyring has no secret key for it (asked once: a
+    second question could get another answer), ToolError when gpg could not answer."""
     fingerprints = key_fingerprints(key, gnupghome)
     if not fingerprints:
-        raise SigningError(signing_key_problem(key, gnupghome))
+        raise SigningError(_no_key_message(key, gnupghome))
     return fingerprints
 
 

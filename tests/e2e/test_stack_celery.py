@@ -25,7 +25,7 @@ import pytest
 from dev import stack
 from tests.e2e.digest import RECORDED, digest_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 WORKERS = 2
 ARCHES = ["x86_64", "aarch64"]
