@@ -23,8 +23,6 @@ from airflow.sdk import BaseNotifier, Context
 
 from releng.core import notify
 from releng.core.log import Logger
-from releng.core.promotion import approval, render, vetting
-from releng.core.promotion.target import state_dir
 from releng.core.settings import Settings, settings
 
 log = logging.getLogger(__name__)
@@ -148,6 +146,9 @@ class ApprovalWaitingNotifier(BaseNotifier):
     template_fields = ()
 
     def notify(self, context: Context) -> None:
+        from releng.core.promotion import approval, render, vetting  # where it runs: DAG files import this module
+        from releng.core.promotion.target import state_dir
+
         try:
             cfg = settings()
             run_id, task = context["run_id"], context["task"]

@@ -211,6 +211,40 @@ def test_yaml_errors_name_the_line(tmp_path):
     assert _problems(tmp_path, "- a\n- b\n")[""] == "must be a mapping, got a list"
 
 
+def test_an_edited_profile_is_validated_again(tmp_path):
+    """A DAG parse keeps what each profile's text made; an edit (even one that keeps the size and the mtime's
+    second) is read and validated again, and a broken profile is refused every time it is asked for."""
+    good = yaml.safe_dump(_el9(), sort_keys=False)
+    bad = good.replace('revision: "9.7"', 'revision: "9.8"').replace("revision: '9.7'", "revision: '9.8'")
+    assert bad != good and len(bad) == len(good)
+    path = _write(tmp_path, good)
+    assert load_profile(path).revision == "9.7"
+    path.write_text(bad)
+    for _ in range(2):
+        with pytest.raises(ProfileError, match=r"revision: '9\.8' does not match major.minor 9\.7"):
+            load_profile(path)
+    path.write_text(good)
+    assert load_profile(path).revision == "9.7"
+    assert load_profile(path) is load_profile(path)
+
+
+def test_yaml_problems_read_as_before(tmp_path):
+    """libyaml parses the profiles; a file it refuses is reported in PyYAML's words, with the line."""
+    problems = _problems(tmp_path, "name: el9\narches:\n\t- x86_64\n")
+    assert problems[""] == "invalid YAML at line 3, column 1: found character '\\t' that cannot start any token"
+    problems = _problems(tmp_path, "name: el9\nrepos: *nope\n")
+    assert problems[""] == "invalid YAML at line 2, column 8: found undefined alias 'nope'"
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml: profiles are parsed in Python")
+@pytest.mark.parametrize("path", sorted(RELEASES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_libyaml_reads_the_shipped_profiles_as_pyyaml_does(path):
+    from releng.core.profile import _FastLoader, _StrictLoader
+
+    text = path.read_text()
+    assert yaml.load(text, Loader=_FastLoader) == yaml.load(text, Loader=_StrictLoader)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ProfileError, match="file not found"):
         load_profile(tmp_path / "el9.yaml")

@@ -40,7 +40,7 @@ def newest_first(profiles: Iterable[ReleaseProfile]) -> list[ReleaseProfile]:
 
 
 def _valid_profiles(choice: ReleaseChoice) -> list[ReleaseProfile]:
-    return [find_profile(name, choice.config_dir) for name in choice.names]
+    return [choice.profiles[name] for name in choice.names]
 
 
 def default_release(setting: str, choice: ReleaseChoice) -> str:

@@ -7,13 +7,15 @@ file lists, hand-off and audit record, acting on the run's record file (never on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Context
 
-from releng.core.point_release import plan, switch_links, vault_release
-from releng.core.promotion.target import PromotionTarget
 from releng.core.settings import Settings, settings
 from releng.operators.promotion import PromotionReportOperator, _AfterApprovalOperator
+
+if TYPE_CHECKING:
+    from releng.core.promotion.target import PromotionTarget
 
 
 class PointReleaseReportOperator(PromotionReportOperator):
@@ -31,6 +33,7 @@ class PointReleaseReportOperator(PromotionReportOperator):
         self.previous = previous
 
     def report_plan(self, context: Context) -> Callable[[PromotionTarget], Mapping] | None:
+        from releng.core.point_release import plan
         previous = self.previous or context["params"].get("previous") or None
         return plan.record_plan(settings(), previous)
 
@@ -45,6 +48,7 @@ class SwitchLinksOperator(_AfterApprovalOperator):
         return "switch_links"
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.point_release import switch_links
         return lambda record: switch_links.switch_links(record, log=self.log.info)
 
 
@@ -56,5 +60,6 @@ class VaultReleaseOperator(_AfterApprovalOperator):
         return "vault_release"
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.point_release import vault_release
         return lambda record: vault_release.vault_step(record, signing_key=cfg.repo_signing_key,
                                                        gnupghome=cfg.gnupghome, log=self.log.info)

@@ -6,13 +6,16 @@ user with DAG edit rights can write them through the REST API, so every task
 after the report acts on the run's record file (its path comes from the run
 id) and on the decision the approval task stored from Airflow's own record of
 the answer (:mod:`releng.core.promotion.approval`).
+
+The core modules are imported where a task runs, not at module level: every DAG file that builds these
+tasks imports this module at parse time (tests/test_dag_parse_imports.py checks it).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseOperator, Context
@@ -20,30 +23,13 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
 from releng.core import notify
-from releng.core.profile import ProfileError, find_profile
-from releng.core.promotion import (
-    approval,
-    change_report,
-    mirror_handoff,
-    promote_phases,
-    render,
-    update_file_lists,
-    verify_production,
-    vetting,
-)
-from releng.core.promotion.base import PromotionError
-from releng.core.promotion.target import (
-    NotPromotable,
-    PromotionTarget,
-    choose_release,
-    promotable_profile,
-    state_dir,
-)
-from releng.core.repo.repomd import RepoError
-from releng.core.rsync import PHASES
+from releng.core.profile import ProfileError
 from releng.core.settings import Settings, settings
 from releng.notifiers import airflow_url, send
 from releng.operators.staging import acquire, give_back, require_lease
+
+if TYPE_CHECKING:
+    from releng.core.promotion.target import PromotionTarget
 
 DECISION_KEY = "decision"
 
@@ -89,7 +75,9 @@ class PromotionReportOperator(BaseOperator):
         self.allow_large_delete = allow_large_delete
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import change_report
         from releng.core.promotion.base import PromotionError
+        from releng.core.repo.repomd import RepoError
         params = context["params"]
         dry_run = bool(params.get("dry_run", False) if self.report_only is None else self.report_only)
         allow = bool(params.get("allow_large_delete", False) if self.allow_large_delete is None
@@ -114,6 +102,7 @@ class PromotionReportOperator(BaseOperator):
         """A beta or lookahead release is refused before the lease is taken and before any tree is read: failed
         when a person asked for it, skipped (nothing to do) when its own staging event started the run."""
         from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import NotPromotable, choose_release, promotable_profile
         events = [] if self.release else _staging_event_extras(context)
         try:
             release, _rc, _events = choose_release(self.release, self.rc, context["params"], events)
@@ -160,7 +149,7 @@ class PromotionApprovalOperator(ApprovalOperator):
     """
 
     def execute(self, context: Context):
-        from releng.core.promotion import approval
+        from releng.core.promotion import approval, render, vetting
         from releng.core.promotion.base import PromotionError
         from releng.core.promotion.target import state_dir
         try:
@@ -215,6 +204,10 @@ class PlanVettingOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> list[dict]:
+        from releng.core.profile import find_profile
+        from releng.core.promotion import approval, vetting
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         cfg = settings()
         require_lease(context, context["task"].task_id, cfg.staging_root)
         try:
@@ -243,6 +236,10 @@ class VetOperator(BaseOperator):
         self.target = target
 
     def execute(self, context: Context) -> dict:
+        from releng.core.profile import find_profile
+        from releng.core.promotion import approval, vetting
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         cfg = settings()
         require_lease(context, context["task"].task_id, cfg.staging_root)
         state, run_id = state_dir(cfg), context["run_id"]
@@ -278,6 +275,9 @@ class VettingVerdictOperator(BaseOperator):
         self.override = override
 
     def execute(self, context: Context) -> dict:
+        from releng.core.promotion import vetting
+        from releng.core.promotion.base import PromotionError
+        from releng.core.promotion.target import state_dir
         override = bool(context["params"].get("vetting_override", False) if self.override is None
                         else self.override)
         try:
@@ -317,6 +317,7 @@ class _AfterApprovalOperator(BaseOperator):
         from releng.core.promotion import approval
         from releng.core.promotion.base import PromotionError
         from releng.core.promotion.target import state_dir
+        from releng.core.rsync import PHASES
         cfg = settings()
         action = self.action(cfg)
         if self.uses_staging or self.step_name() in PHASES:  # after the approval check, the staging lease
@@ -352,6 +353,7 @@ class PromotePhaseOperator(_AfterApprovalOperator):
         return self.phase
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import promote_phases
         return lambda record: promote_phases.promote_phase(record, self.phase, log=self.log.info,
                                                            bwlimit_kbps=self.bwlimit_kbps)
 
@@ -364,6 +366,7 @@ class VerifyProductionOperator(_AfterApprovalOperator):
         return approval.VERIFY_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import verify_production
         from releng.core.promotion.target import PromotionTarget
         return lambda record: verify_production.verify_production(PromotionTarget.from_dict(record), cfg,
                                                                   log=self.log.info)
@@ -377,6 +380,7 @@ class UpdateFileListsOperator(_AfterApprovalOperator):
         return approval.FILE_LISTS_STEP
 
     def action(self, cfg: Settings) -> Callable[[dict], dict]:
+        from releng.core.promotion import update_file_lists
         from releng.core.promotion.target import PromotionTarget
         return lambda record: update_file_lists.update_file_lists(PromotionTarget.from_dict(record),
                                                                   log=self.log.info)
@@ -423,7 +427,7 @@ class MirrorHandoffOperator(BaseOperator):
     """
 
     def execute(self, context: Context) -> dict:
-        from releng.core.promotion import approval
+        from releng.core.promotion import approval, mirror_handoff
         from releng.core.promotion.base import PromotionError
         from releng.core.promotion.target import state_dir
         cfg = settings()

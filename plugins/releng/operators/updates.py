@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from releng.assets import STAGING_ASSET
-from releng.core.updates.prepare_updates import PLAN_KINDS
+from releng.core.updates import PLAN_KINDS
 from releng.operators.common import WorkListOperator, load_release, site_settings
 from releng.operators.staging import require_lease
 

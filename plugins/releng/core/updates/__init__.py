@@ -6,3 +6,8 @@ remove_work_area. sync_repos and repoclosure run the full_compose steps; sync_to
 
 class UpdatesError(ValueError):
     """The run's input is wrong (parameters, profile, metadata, keys); retrying cannot help."""
+
+
+# The work lists prepare_updates makes, one ``plan.<kind>`` task each. Here, not in prepare_updates, so that the DAG
+# file builds its plan tasks without importing the task's code (and its XML, repodata and signing modules).
+PLAN_KINDS = ("reposync", "repoclosure", "repodata")

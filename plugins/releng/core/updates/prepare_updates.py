@@ -19,10 +19,7 @@ from releng.core.profile import ReleaseProfile
 from releng.core.repo.repomd import REPOMD, REPOMD_ASC
 from releng.core.settings import Settings
 from releng.core.staging.signing import signing_key_problem
-from releng.core.updates import UpdatesError
-
-PLAN_KINDS = ("reposync", "repoclosure", "repodata")
-
+from releng.core.updates import PLAN_KINDS, UpdatesError
 
 # --- parameters and plan ------------------------------------------------------------------------
 
