@@ -2,7 +2,8 @@
 # Install the command-line tools the pipeline calls, on Debian/Ubuntu (apt) or
 # Enterprise Linux/Fedora (dnf). Idempotent: does nothing when every tool is present.
 # Usage: scripts/install-system-tools.sh [--with-test-extras]
-#   --with-test-extras  also install OVMF and docker-compose (compose file check)
+#   --with-test-extras  also install OVMF, docker-compose (compose file check) and chromium (the browser test of
+#                       the UI, tests/e2e/test_ui_browser.py, which drives /usr/bin/chromium through Playwright)
 set -euo pipefail
 
 extras=0
@@ -12,7 +13,7 @@ extras=0
 required=(rpm rpmbuild rpmsign createrepo_c modifyrepo_c dnf xorriso implantisomd5 checkisomd5
           mksquashfs unsquashfs mkfs.vfat mcopy mmd rsync gpg gpgconf isoinfo cpio git
           transmission-show transmission-cli qemu-system-x86_64 sha256sum)
-extra_cmds=(docker-compose)
+extra_cmds=(docker-compose chromium)
 
 missing() {
   local out=() c
@@ -42,8 +43,17 @@ if command -v apt-get >/dev/null 2>&1; then
   pkgs=(rpm rpm2cpio cpio createrepo-c dnf dnf-plugins-core xorriso isolinux syslinux-common
         syslinux-utils mtools dosfstools genisoimage isomd5sum squashfs-tools rsync gnupg git
         ca-certificates transmission-cli qemu-system-x86)
-  (( extras )) && pkgs+=(ovmf docker-compose)
   "${SUDO[@]}" apt-get update -qq
+  if (( extras )); then
+    pkgs+=(ovmf docker-compose)
+    # The browser test drives Debian's chromium package; Ubuntu has none (its chromium-browser is a snap).
+    candidate=$(apt-cache policy chromium 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [[ -n "$candidate" && "$candidate" != "(none)" ]]; then
+      pkgs+=(chromium)
+    else
+      echo "warning: no chromium package here (Debian has one); the browser test will fail, saying so" >&2
+    fi
+  fi
   DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
 elif command -v dnf >/dev/null 2>&1; then
   pkgs=(rpm-build rpm-sign createrepo_c dnf-plugins-core xorriso syslinux mtools dosfstools
@@ -51,12 +61,18 @@ elif command -v dnf >/dev/null 2>&1; then
   (( extras )) && pkgs+=(edk2-ovmf)
   "${SUDO[@]}" dnf install -y "${pkgs[@]}"
   # docker-compose is not packaged on EL; the compose-file test falls back to a schema check.
+  # chromium is in EPEL on EL: without it the browser test fails, saying so.
+  if (( extras )) && ! "${SUDO[@]}" dnf install -y chromium; then
+    echo "warning: chromium is not installable here (on EL it comes from EPEL); the browser test will fail" >&2
+  fi
 else
   echo "error: neither apt-get nor dnf found; install these by hand: $todo" >&2
   exit 1
 fi
 
-still=$(missing "${required[@]}")
+check=("${required[@]}")
+[[ " ${pkgs[*]} " == *" chromium "* ]] && check+=(chromium)
+still=$(missing "${check[@]}")
 if [[ -n "${still// /}" ]]; then
   echo "error: still missing after install: $still" >&2
   exit 1

@@ -321,8 +321,8 @@ class Session:
         entries = [self.private_tmp / name for name in os.listdir(self.private_tmp)]
         for name in os.listdir(self.real_tmp):
             path = self.real_tmp / name
-            if name in self.start_tmp or path == self.private_tmp:
-                continue
+            if name in self.start_tmp or path == self.private_tmp or str(path) in self.roots:
+                continue  # pytest --basetemp=/tmp/NAME: the session's own temp root
             if name.startswith(("pytest-of-", PRIVATE_TMP_PREFIX)):
                 continue  # pytest's temp root; another session's private temp directory
             entries.append(path)

@@ -101,3 +101,17 @@ def test_another_sessions_processes_are_not_counted(tmp_path):
     assert session.owns(unmarked, {unmarked.pid: unmarked}) == (f"its GnuPG home {home} is under {ROOT}", False)
     marked = leakcheck.Proc(4244, 1, 1, "S", other.argv, "/", {leakcheck.SESSION_ENV: "mine"})
     assert session.owns(marked, {marked.pid: marked})[0] == f"it carries this session's {leakcheck.SESSION_ENV}"
+
+
+def test_a_basetemp_in_tmp_is_the_sessions_own(tmp_path):
+    """``pytest --basetemp=/tmp/NAME``: that directory is the session's temp root (a root, like its TMPDIR), not a
+    leftover in /tmp, even after a process of the session (the shared stack, kept there) had it open."""
+    session = leakcheck.Session.__new__(leakcheck.Session)
+    session.private_tmp, session.real_tmp, session.start_tmp = tmp_path / "private", tmp_path, {"private"}
+    session.private_tmp.mkdir()
+    session.roots = [str(session.private_tmp)]
+    basetemp = tmp_path / "browser-pt"
+    basetemp.mkdir()
+    (tmp_path / "tool.log").write_text("")
+    session.add_root(basetemp)
+    assert sorted(session.new_tmp_entries()) == [tmp_path / "tool.log"]
