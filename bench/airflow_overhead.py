@@ -112,13 +112,13 @@ def trigger(dev_stack, url: str, token: str, conf: dict, log) -> str:
     deadline = time.monotonic() + 300
     while True:  # the dag-processor parses the DAG files some seconds after start
         try:
-            patient(lambda: dev_stack._api(url, token, "PATCH", "/api/v2/dags/full_compose", {"is_paused": False}))
+            patient(lambda: dev_stack.api(url, token, "PATCH", "/api/v2/dags/full_compose", {"is_paused": False}))
             break
         except urllib.error.HTTPError as err:
             if err.code != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(3)
-    run = patient(lambda: dev_stack._api(url, token, "POST", "/api/v2/dags/full_compose/dagRuns",
+    run = patient(lambda: dev_stack.api(url, token, "POST", "/api/v2/dags/full_compose/dagRuns",
                                          {"logical_date": None, "conf": conf}))
     log(f"full_compose: triggered {run['dag_run_id']} with {json.dumps(conf)}")
     return run["dag_run_id"]
@@ -131,7 +131,7 @@ def follow(dev_stack, url: str, token: str, run_id: str, timeout: float, log) ->
     while time.monotonic() - started < timeout:
         time.sleep(10)
         try:
-            state = dev_stack._api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}")
+            state = dev_stack.api(url, token, "GET", f"/api/v2/dags/full_compose/dagRuns/{quote(run_id, safe='')}")
         except (TimeoutError, OSError) as exc:
             log(f"  api-server slow ({exc}); asking again")
             continue
@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         run_id = trigger(dev_stack, url, token, {"release": args.release, "arches": args.arches.split(",")}, log)
         state = follow(dev_stack, url, token, run_id, args.timeout, log)
         wall = time.monotonic() - started
-        raw = patient(lambda: dev_stack._task_instances(url, token, "full_compose", run_id))
-        tasks = patient(lambda: dev_stack._api(url, token, "GET", "/api/v2/dags/full_compose/tasks"))["tasks"]
+        raw = patient(lambda: dev_stack.task_instances(url, token, "full_compose", run_id))
+        tasks = patient(lambda: dev_stack.api(url, token, "GET", "/api/v2/dags/full_compose/tasks"))["tasks"]
         db = STACK_DIR / "airflow" / "airflow.db"
         xcoms = largest_xcoms(db, run_id)
     finally:

@@ -309,3 +309,25 @@ def test_a_refused_form_fails_prepare_with_a_one_line_reason(roots):
 def test_finalize_without_a_prepared_compose_points_at_prepare(roots):
     with pytest.raises(AirflowFailException, match=r"^no compose to finalize: prepare_compose did not prepare one"):
         _finalize(None, {"prepare_compose": "failed"})
+
+
+# --- the work lists stay small XComs at a real release's size (issue 14) ---------------------------------------
+
+
+def test_work_lists_of_a_four_arch_compose_are_small_xcoms_and_map_to_the_same_kwargs(roots):
+    """Each work list is one XCom row that every mapped instance loads. With the whole summary in every item,
+    plan.reposync of el9 on four arches was 67 KB (bench/airflow_overhead.py), over the 64 KB target; the
+    reposync and repoclosure items carry only what their .map() callables read, and map to the same kwargs."""
+    from releng.operators.compose import plan_items, repoclosure_kwargs, reposync_kwargs
+
+    summary = _prepare("run-4", {"release": "el9", "arches": ["x86_64", "aarch64", "ppc64le", "s390x"],
+                                 "full_run": True})
+    for kind, to_kwargs in (("reposync", reposync_kwargs), ("repoclosure", repoclosure_kwargs)):
+        items = plan_items(summary, kind)
+        assert len(items) >= (100 if kind == "reposync" else 40)
+        for item in items:
+            assert to_kwargs(item) == to_kwargs(item | {"summary": summary})
+        size = len(json.dumps(items))
+        assert size <= 32 * 1024, f"plan.{kind}: {size} bytes for {len(items)} items"
+    for kind in ("kickstart", "dvd", "cloud", "lorax"):
+        assert len(json.dumps(plan_items(summary, kind))) <= 64 * 1024, kind

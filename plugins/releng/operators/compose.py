@@ -69,8 +69,15 @@ def refusal(exc: prepare_compose.ComposeParamsError) -> str:
             "full_compose again with these fixed")
 
 
+# What reposync_kwargs and repoclosure_kwargs read of the summary. Their work lists have an item per tree (110 for
+# el9 on four arches), and each list is one XCom: with the whole summary in every item (its params, the arches
+# list) plan.reposync was 67 KB for four arches; with these keys about a third of that.
+MAPPED_SUMMARY_KEYS = ("release", "compose_root", "compose_id", "previous", "hashed")
+
+
 def plan_items(summary: Mapping, kind: str) -> list[dict]:
-    """One work list of the compose (``PLAN_KINDS``), each item carrying the summary."""
+    """One work list of the compose (``PLAN_KINDS``), each item carrying the summary (``reposync`` and
+    ``repoclosure``: only the summary keys their ``.map()`` callables read, ``MAPPED_SUMMARY_KEYS``)."""
     from releng.core.compose import prepare_compose
     from releng.core.compose.prepare_compose import ComposeSummary
     params = ComposeSummary.from_xcom(summary).params
@@ -79,6 +86,8 @@ def plan_items(summary: Mapping, kind: str) -> list[dict]:
     if kind == "kickstart":  # primary arches only: multilib i686 has os and debug trees but no installer tree
         return [{"repo": i["repo"], "arch": i["arch"], "summary": summary}
                 for i in plan.reposync if i["kind"] == "os" and i["primary"] and params.full_run and not profile.sig]
+    if kind in ("reposync", "repoclosure"):
+        summary = {key: summary[key] for key in MAPPED_SUMMARY_KEYS}
     return [{k: v for k, v in item.items() if k != "primary"} | {"summary": summary} for item in getattr(plan, kind)]
 
 
