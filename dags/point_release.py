@@ -45,13 +45,7 @@ from releng.core.settings import settings
 from releng.dagparams import default_args, promotion_params
 from releng.notifiers import deadline_alerts
 from releng.operators.point_release import PointReleaseReportOperator, SwitchLinksOperator, VaultReleaseOperator
-from releng.operators.promotion import (
-    MirrorHandoffOperator,
-    RecordPromotionOperator,
-    UpdateFileListsOperator,
-    promotion_phases,
-    vetted_approval,
-)
+from releng.operators.promotion import promotion_phases, publish_and_record, vetted_approval
 
 SITE = settings()
 
@@ -85,10 +79,8 @@ with DAG(
     first_phase, verify_production = promotion_phases()
     switch_links = SwitchLinksOperator(task_id="switch_links", pool="promotion")
     vault_release = VaultReleaseOperator(task_id="vault_release", pool="promotion")
-    update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
-    mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
-    record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
     change_report >> approve_promotion >> first_phase
-    (verify_production >> switch_links >> vault_release >> update_file_lists >> mirror_handoff
-     >> record_promotion.as_teardown(setups=change_report))
+    verify_production >> switch_links >> vault_release
+    # vault_release >> update_file_lists >> mirror_handoff >> record_promotion (a teardown of change_report)
+    publish_and_record(change_report, after=vault_release)

@@ -62,11 +62,9 @@ from releng.core.settings import settings
 from releng.dagparams import default_args, promotion_params
 from releng.notifiers import deadline_alerts
 from releng.operators.promotion import (
-    MirrorHandoffOperator,
     PromotionReportOperator,
-    RecordPromotionOperator,
-    UpdateFileListsOperator,
     promotion_phases,
+    publish_and_record,
     vetted_approval,
 )
 
@@ -98,12 +96,7 @@ with DAG(
                                         site=SITE)
     # promote_payload >> promote_metadata >> promote_deletions >> verify_production
     first_phase, verify_production = promotion_phases()
-    update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
-    # Retries are the hand-off's own (RELENG_MIRROR_HANDOFF_ATTEMPTS), so a failure shows at once.
-    mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
-    # A teardown of the report: it records rejections and half-done promotions too, and the run's
-    # state still comes from the promotion tasks.
-    record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
 
     change_report >> approve_promotion >> first_phase
-    verify_production >> update_file_lists >> mirror_handoff >> record_promotion.as_teardown(setups=change_report)
+    # verify_production >> update_file_lists >> mirror_handoff >> record_promotion (a teardown of change_report)
+    publish_and_record(change_report, after=verify_production)

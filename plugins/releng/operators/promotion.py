@@ -496,3 +496,16 @@ def promotion_phases() -> tuple[BaseOperator, BaseOperator]:
     verify = VerifyProductionOperator(task_id="verify_production", pool="promotion")
     payload >> metadata >> deletions >> verify
     return payload, verify
+
+
+def publish_and_record(change_report_task: BaseOperator, after: BaseOperator) -> None:
+    """``after >> update_file_lists >> mirror_handoff >> record_promotion``, the end of every promotion DAG.
+
+    ``mirror_handoff``'s retries are its own (``RELENG_MIRROR_HANDOFF_ATTEMPTS``), so a failure shows at once.
+    ``record_promotion`` is a teardown of the change report: it records rejections and half-done promotions too,
+    and the run's state still comes from the promotion tasks.
+    """
+    update_file_lists = UpdateFileListsOperator(task_id="update_file_lists", pool="promotion")
+    mirror_handoff = MirrorHandoffOperator(task_id="mirror_handoff", retries=0)
+    record_promotion = RecordPromotionOperator(task_id="record_promotion", pool="promotion")
+    after >> update_file_lists >> mirror_handoff >> record_promotion.as_teardown(setups=change_report_task)
